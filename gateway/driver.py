@@ -1,0 +1,153 @@
+"""The driver contract, small and phased.
+
+``validate`` (classmethod, pure: no I/O; raise ``ConfigError``-compatible
+``ValueError`` naming the problem) -> ``start`` -> ``poll()`` (``PolledDriver``,
+scheduled by the core on aligned ticks) or ``run(emit)`` (``PushDriver``, for
+streams and subscriptions) -> ``close``.
+
+A driver that raises out of ``poll``/``run``/``start`` is closed and restarted
+by the core with capped, jittered backoff and counted in
+``gateway_driver_restarts_total``; it never takes down the daemon or another
+driver. Per-field problems (one bad register, one corrupt frame) should not
+raise: report them with ``ctx.count_error(kind)`` and carry on.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.config_types import Duration
+from gateway.model import Quality, Reading, Value, now_ns
+
+Emit = Callable[[Sequence[Reading]], Awaitable[None]]
+"""Push readings into the pipeline. Returns once they are committed to the
+durable buffer (so a driver may acknowledge its source only after that)."""
+
+
+class SourceConfig(BaseModel):
+    """Fields every source (driver instance) has; drivers subclass it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    driver: str
+    name: str = Field(min_length=1, description="unique source name, used in logs and metrics")
+    interval: Duration = Field(default=10.0, gt=0, description="poll interval (polled drivers)")
+    enabled: bool = True
+    tags: dict[str, str] = Field(default_factory=dict, description="tags added to every reading")
+
+
+@dataclass(slots=True)
+class DriverContext:
+    """What the core hands a driver: identity, a reading factory and error counting."""
+
+    site: str
+    gateway: str
+    source: str
+    driver: str
+    logger: logging.Logger
+    state_dir: str = "."
+    # Filled in by the core (gateway.runner) to reach the metrics; no-ops in unit tests.
+    count_error_hook: Callable[[str, str, str], None] = field(default=lambda d, s, k: None)
+    observe_poll_hook: Callable[[str, str, float], None] = field(default=lambda d, s, secs: None)
+    device_up_hook: Callable[[str, str, str, bool], None] = field(default=lambda d, s, dev, up: None)
+    _down: dict[str, str] = field(default_factory=dict)
+
+    def reading(
+        self,
+        device: str,
+        quantity: str,
+        value: Value,
+        unit: str,
+        *,
+        ts_ns: int | None = None,
+        tags: Mapping[str, str] | None = None,
+        quality: Quality = Quality.GOOD,
+    ) -> Reading:
+        return Reading(
+            ts_ns=now_ns() if ts_ns is None else ts_ns,
+            site=self.site,
+            gateway=self.gateway,
+            device=device,
+            quantity=quantity,
+            value=value,
+            unit=unit,
+            tags=tags if tags is not None else {},
+            quality=quality,
+        )
+
+    def count_error(self, kind: str, device: str = "") -> None:
+        """Count a non-fatal problem (``bad_checksum``, ``timeout``, ``exception_response``...).
+
+        Shows up as ``gateway_driver_errors_total{driver,source,kind}``.
+        """
+        self.count_error_hook(self.driver, self.source, kind)
+
+    def observe_poll(self, seconds: float) -> None:
+        """Record how long one poll/transaction cycle took (``gateway_poll_duration_seconds``)."""
+        self.observe_poll_hook(self.driver, self.source, seconds)
+
+    def device_down(self, device: str, reason: str) -> None:
+        """Mark a device as failing. Logged once on the transition, not on every poll."""
+        if device not in self._down:
+            self.logger.error("device %s is not answering: %s", device, reason)
+            self.device_up_hook(self.driver, self.source, device, False)
+        self._down[device] = reason
+
+    def device_up(self, device: str) -> None:
+        """Mark a device as answering again. Logged once when it recovers."""
+        if self._down.pop(device, None) is not None:
+            self.logger.warning("device %s is answering again", device)
+        self.device_up_hook(self.driver, self.source, device, True)
+
+    def is_down(self, device: str) -> bool:
+        return device in self._down
+
+
+class Driver(abc.ABC):
+    """Common base. Subclass ``PolledDriver`` or ``PushDriver``, not this."""
+
+    config_model: ClassVar[type[SourceConfig]]
+
+    def __init__(self, config: SourceConfig, ctx: DriverContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    @classmethod
+    def validate(cls, config: SourceConfig) -> None:  # noqa: B027 - optional hook
+        """Checks beyond the pydantic model (cross-field, profile lookups). Pure.
+
+        Raise ``ValueError`` with a message; the core reports it with the file and
+        the source's key path.
+        """
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open ports and connections. Raising here is retried with backoff."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release everything ``start`` acquired. Must not raise."""
+
+    def status(self) -> dict[str, Any]:
+        """Driver-specific status for ``gateway status`` (devices up/down...)."""
+        return {}
+
+
+class PolledDriver(Driver):
+    """A driver the core polls every ``config.interval`` on aligned ticks."""
+
+    @abc.abstractmethod
+    async def poll(self) -> Sequence[Reading]:
+        """Read once. Raise only when the whole source is unusable."""
+
+
+class PushDriver(Driver):
+    """A driver that produces readings on its own schedule (streams, subscriptions, buses)."""
+
+    @abc.abstractmethod
+    async def run(self, emit: Emit) -> None:
+        """Run until cancelled. Returning or raising counts as a failure and restarts it."""

@@ -1,0 +1,65 @@
+"""Device profiles: device knowledge as TOML data, not code.
+
+A profile is ``<name>.toml`` in one of the profile directories, searched in order:
+1. every directory in ``$GATEWAY_PROFILES`` (``:``-separated),
+2. ``/etc/gateway/profiles`` (the technician's own profiles),
+3. the profiles shipped with the gateway (``config/profiles/`` in the source tree).
+The first match wins, so a site can override a shipped profile by name.
+Each driver validates the profile's contents with its own pydantic model.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+SHIPPED_DIRS = (
+    Path(__file__).resolve().parent.parent / "config" / "profiles",  # source tree / editable install
+    Path(__file__).resolve().parent / "_profiles",  # wheel install (see pyproject package-dir)
+)
+SYSTEM_DIR = Path("/etc/gateway/profiles")
+
+
+class ProfileError(LookupError):
+    pass
+
+
+def search_dirs(extra: list[Path] | None = None) -> list[Path]:
+    dirs = list(extra or [])
+    env = os.environ.get("GATEWAY_PROFILES", "")
+    dirs += [Path(p) for p in env.split(":") if p]
+    dirs.append(SYSTEM_DIR)
+    dirs += [d for d in SHIPPED_DIRS if d.is_dir()]
+    return dirs
+
+
+def find_profile(name: str, extra: list[Path] | None = None) -> Path:
+    if name.endswith(".toml") or "/" in name:
+        path = Path(name)
+        if path.is_file():
+            return path
+        raise ProfileError(f"profile file {name} does not exist")
+    for directory in search_dirs(extra):
+        candidate = directory / f"{name}.toml"
+        if candidate.is_file():
+            return candidate
+    available = ", ".join(list_profiles(extra)) or "none"
+    raise ProfileError(f"no profile named {name!r}; available: {available}")
+
+
+def load_profile(name: str, extra: list[Path] | None = None) -> tuple[Path, dict[str, Any]]:
+    path = find_profile(name, extra)
+    try:
+        return path, tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def list_profiles(extra: list[Path] | None = None) -> list[str]:
+    found: set[str] = set()
+    for directory in search_dirs(extra):
+        if directory.is_dir():
+            found.update(p.stem for p in directory.glob("*.toml"))
+    return sorted(found)

@@ -1,0 +1,64 @@
+"""Aligned, drift-free ticks and capped jittered backoff, shared by core and drivers."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+def next_aligned_tick(now_s: float, interval_s: float, offset_s: float = 0.0) -> float:
+    """The first wall-clock instant >= now that is offset + k * interval (k integer).
+
+    Aligning to the wall clock makes readings of all devices with the same
+    interval share timestamps (10:00:00, 10:00:10...), which is what dashboards
+    and joins expect, and computing each tick from the clock (never by adding
+    the interval to the previous sleep) means no drift.
+    """
+    k = math.ceil((now_s - offset_s) / interval_s - 1e-9)
+    return offset_s + k * interval_s
+
+
+async def aligned_ticks(interval_s: float, *, offset_s: float = 0.0) -> AsyncIterator[tuple[float, int]]:
+    """Yield (tick_time_s, missed) at every aligned tick, forever.
+
+    ``missed`` counts ticks skipped because the previous iteration overran; we
+    skip rather than burst, so a slow device never snowballs.
+    """
+    tick = next_aligned_tick(time.time(), interval_s, offset_s)
+    missed = 0
+    while True:
+        delay = tick - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield tick, missed
+        following = next_aligned_tick(time.time(), interval_s, offset_s)
+        if following <= tick + 1e-9:
+            following = tick + interval_s
+        missed = max(0, round((following - tick) / interval_s) - 1)
+        tick = following
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Capped exponential backoff with full jitter (AWS architecture blog style).
+
+    ``next_delay()`` grows the delay; ``reset()`` after a success.
+    """
+
+    initial_s: float = 1.0
+    cap_s: float = 60.0
+    factor: float = 2.0
+    jitter: float = 0.5  # fraction of the delay that is randomised
+    attempts: int = field(default=0)
+
+    def next_delay(self) -> float:
+        base = min(self.cap_s, self.initial_s * self.factor**self.attempts)
+        self.attempts += 1
+        return base * (1 - self.jitter) + random.uniform(0, base * self.jitter)
+
+    def reset(self) -> None:
+        self.attempts = 0

@@ -1,0 +1,82 @@
+"""The sink contract.
+
+A sink writes one batch and says what happened; the core (``gateway.dispatch``)
+owns retries, splitting, dead-lettering and the durable buffer. A sink never
+buffers on its own and never retries on its own.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.model import Reading
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"  # every reading is stored; ack them
+    RETRY = "retry"  # transient (network, 5xx, 429): keep all, back off, send again
+    AUTH = "auth"  # 401/403: keep all, retry slowly, log loudly
+    TOO_LARGE = "too_large"  # 413: the core splits the batch in two and sends each half
+    REJECTED = "rejected"  # 400/422: something in the batch is bad; the core bisects
+    # down to single readings and dead-letters the ones still rejected
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: Outcome
+    detail: str = ""
+    retry_after_s: float | None = None  # server hint (Retry-After), honoured by the core
+
+    @classmethod
+    def ok(cls) -> SendResult:
+        return cls(Outcome.ACCEPTED)
+
+
+class SinkConfig(BaseModel):
+    """Fields every sink has; each sink subclasses this with its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    name: str = Field(default="", description="unique sink name; defaults to the type")
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    enabled: bool = True
+
+    @property
+    def sink_name(self) -> str:
+        return self.name or self.type
+
+
+class Sink(abc.ABC):
+    """Base class of every sink. Subclasses set ``config_model``."""
+
+    config_model: ClassVar[type[SinkConfig]]
+
+    def __init__(self, config: SinkConfig, *, site: str, gateway: str) -> None:
+        self.config = config
+        self.site = site
+        self.gateway = gateway
+
+    @property
+    def name(self) -> str:
+        return self.config.sink_name
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect. Must not raise for a dead server: ``send`` reports RETRY instead."""
+
+    @abc.abstractmethod
+    async def send(self, batch: Sequence[Reading]) -> SendResult:
+        """Write a batch (in buffer order). Must not raise for remote errors."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush and disconnect."""
+
+    def status(self) -> dict[str, Any]:
+        """Extra, sink-specific status for ``gateway status``."""
+        return {}
