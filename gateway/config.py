@@ -175,7 +175,10 @@ def problems_from_validation(
         elif err["type"] == "missing":
             message = "required key is missing"
         else:
-            if "input" in err and err["type"] not in ("model_type", "dict_type"):
+            # Never echo a whole section (it may hold a token) nor anything under a secret-like key.
+            secret = any(isinstance(p, str) and any(w in p.lower() for w in ("token", "password", "secret", "key"))
+                         for p in loc)  # fmt: skip
+            if "input" in err and not isinstance(err["input"], dict | list) and not secret:
                 message += f" (got {err['input']!r})"
         problems.append(ConfigProblem(key_path(prefix + loc), message))
     return problems

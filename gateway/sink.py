@@ -11,6 +11,7 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,10 +59,11 @@ class Sink(abc.ABC):
 
     config_model: ClassVar[type[SinkConfig]]
 
-    def __init__(self, config: SinkConfig, *, site: str, gateway: str) -> None:
+    def __init__(self, config: SinkConfig, *, site: str, gateway: str, state_dir: Path | None = None) -> None:
         self.config = config
         self.site = site
         self.gateway = gateway
+        self.state_dir = state_dir
 
     @property
     def name(self) -> str:

@@ -1,0 +1,182 @@
+"""The two modem dialects: set-up commands, how reception is armed, how a packet looks.
+
+RN2483 (protocols.md §4a): ``mac pause`` (answer: the pause in ms), ``radio set
+...``, ``radio rx 0`` -> ``ok``; later ``radio_rx  <hex>`` (two spaces) or
+``radio_err``; the radio is then idle and must be re-armed. SNR of the last
+packet: ``radio get snr``; RSSI is not available on all firmware, so none.
+
+RAK3172 RUI3 (§4b): ``AT+NWM=0``, ``AT+P2P=freq:sf:bw:cr:preamble:power``,
+``AT+PRECV=65534`` (continuous) -> ``OK``; packets arrive as
+``+EVT:RXP2P:<rssi>:<snr>:<hex>`` (the pre-RUI3 two-line form is accepted too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from drivers.loramodem.config import LoRaModemConfig
+
+CR_INDEX = {"4/5": 0, "4/6": 1, "4/7": 2, "4/8": 3}
+
+
+class ModemError(Exception):
+    """The modem refused a command or did not answer. ``kind`` is the error-counter label."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        self.kind = kind
+        super().__init__(detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    payload: bytes
+    ts_ns: int
+    rssi: int | None = None
+    snr: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """An unsolicited line that looked like a packet but could not be decoded."""
+
+    kind: str
+    line: str
+
+
+class Modem:
+    ok_replies: tuple[str, ...] = ("ok",)
+
+    def __init__(self, config: LoRaModemConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.config = config
+        self.reader = reader
+        self.writer = writer
+
+    async def read_line(self, timeout: float | None) -> str:
+        raw = await asyncio.wait_for(self.reader.readline(), timeout) if timeout else await self.reader.readline()
+        if not raw:
+            raise ModemError("port_closed", "the serial port was closed")
+        return raw.decode("ascii", "replace").strip()
+
+    async def command(self, command: str, *, expect: str | re.Pattern[str] | None = None) -> str:
+        """Send one command and return its reply; a refusal or a timeout raises ``ModemError``."""
+        self.writer.write(command.encode("ascii") + b"\r\n")
+        await self.writer.drain()
+        while True:
+            try:
+                line = await self.read_line(self.config.response_timeout)
+            except TimeoutError as exc:
+                raise ModemError("timeout", f"no answer to {command!r}") from exc
+            if not line:
+                continue
+            if isinstance(expect, re.Pattern):
+                if expect.fullmatch(line):
+                    return line
+            elif line == (expect or self.ok_replies[0]) or (expect is None and line in self.ok_replies):
+                return line
+            if self.is_unsolicited(line):
+                continue  # a late event from before the set-up; not the answer
+            raise ModemError("command_refused", f"{command!r} answered {line!r}")
+
+    def is_unsolicited(self, line: str) -> bool:
+        return False
+
+    async def setup(self) -> None:
+        raise NotImplementedError
+
+    def packets(self) -> AsyncIterator[Packet | BadLine]:
+        raise NotImplementedError
+
+
+def _hex(text: str) -> bytes | None:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
+
+
+class RN2483(Modem):
+    async def setup(self) -> None:
+        c = self.config
+        await self.command("sys get ver", expect=re.compile(r"RN2\d83.*"))
+        await self.command("mac pause", expect=re.compile(r"\d+"))
+        for setting in (
+            "mod lora",
+            f"freq {c.frequency}",
+            f"sf sf{c.spreading_factor}",
+            f"bw {c.bandwidth}",
+            f"cr {c.coding_rate}",
+            f"prlen {c.preamble}",
+            "wdt 0",  # wdt 0: listen forever, no radio_err every 15 s
+        ) + ((f"sync {c.sync_word}",) if c.sync_word else ()):
+            await self.command(f"radio set {setting}")
+        await self.command("radio rx 0")
+
+    def is_unsolicited(self, line: str) -> bool:
+        return line.startswith("radio_rx") or line == "radio_err"
+
+    async def packets(self) -> AsyncIterator[Packet | BadLine]:
+        while True:
+            line = await self.read_line(None)
+            if line.startswith("radio_rx"):
+                ts = time.time_ns()
+                payload = _hex(line[8:].strip())
+                snr_line = await self.command("radio get snr", expect=re.compile(r"-?\d+"))
+                await self.command("radio rx 0")  # the radio is idle after a packet
+                if payload is None:
+                    yield BadLine("bad_hex", line)
+                else:
+                    yield Packet(payload, ts, None, int(snr_line))
+            elif line == "radio_err":
+                await self.command("radio rx 0")
+                yield BadLine("radio_err", line)
+            elif line:
+                yield BadLine("unexpected_line", line)
+
+
+_RUI3_EVENT = re.compile(r"\+EVT:RXP2P:(?P<rssi>-?\d+):(?P<snr>-?\d+):(?P<hex>[0-9A-Fa-f]*)")
+_OLD_EVENT = re.compile(r"\+EVT:RXP2P,\s*RSSI\s*(?P<rssi>-?\d+),\s*SNR\s*(?P<snr>-?\d+)")
+
+
+class RAK3172(Modem):
+    ok_replies = ("OK",)
+
+    async def setup(self) -> None:
+        c = self.config
+        await self.command("AT")
+        await self.command("AT+NWM=0")  # P2P mode (a RUI3 module restarts if the mode changes)
+        await self.command("AT+PRECV=0")  # stop a reception left running, else AT+P2P is busy
+        params = [c.frequency, c.spreading_factor, c.bandwidth, CR_INDEX[c.coding_rate], c.preamble, c.tx_power]
+        await self.command("AT+P2P=" + ":".join(str(p) for p in params))
+        await self.command("AT+PRECV=65534")  # listen continuously
+
+    def is_unsolicited(self, line: str) -> bool:
+        return line.startswith("+EVT:")
+
+    async def packets(self) -> AsyncIterator[Packet | BadLine]:
+        pending: tuple[int, int] | None = None  # RSSI/SNR of the old two-line format
+        while True:
+            line = await self.read_line(None)
+            if m := _RUI3_EVENT.fullmatch(line):
+                payload = _hex(m["hex"])
+                if payload is None:
+                    yield BadLine("bad_hex", line)
+                else:
+                    yield Packet(payload, time.time_ns(), int(m["rssi"]), int(m["snr"]))
+            elif m := _OLD_EVENT.fullmatch(line):
+                pending = (int(m["rssi"]), int(m["snr"]))
+            elif pending is not None and line.startswith("+EVT:"):
+                payload = _hex(line[5:])
+                rssi, snr = pending
+                pending = None
+                yield BadLine("bad_hex", line) if payload is None else Packet(payload, time.time_ns(), rssi, snr)
+            elif line.startswith("+EVT:RXP2P"):
+                yield BadLine("bad_event", line)
+            elif line and not line.startswith("+EVT:"):
+                yield BadLine("unexpected_line", line)
+
+
+MODEMS: dict[str, type[Modem]] = {"rn2483": RN2483, "rak3172": RAK3172}

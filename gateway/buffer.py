@@ -1,0 +1,111 @@
+"""The durable buffer between the normaliser and the sinks.
+
+``DurableBuffer`` (gateway.buffer_sqlite) is synchronous and belongs to one
+thread; ``AsyncBuffer`` is the asyncio face of it: every call runs on one
+dedicated worker thread, where the SQLite connection lives. See
+docs/durability.md for the guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from gateway.buffer_codec import logical_size
+from gateway.buffer_sqlite import DurableBuffer, Overflow, Sync
+from gateway.buffer_types import (
+    AppendResult,
+    BufferCorruptError,
+    BufferedReading,
+    BufferFullError,
+    BufferLockedError,
+    BufferStats,
+    DeadLetter,
+    DurableBufferError,
+    SinkStats,
+    UnknownSinkError,
+)
+from gateway.model import Reading
+
+__all__ = [
+    "AppendResult",
+    "AsyncBuffer",
+    "BufferCorruptError",
+    "BufferFullError",
+    "BufferLockedError",
+    "BufferStats",
+    "BufferedReading",
+    "DeadLetter",
+    "DurableBuffer",
+    "DurableBufferError",
+    "Overflow",
+    "SinkStats",
+    "Sync",
+    "UnknownSinkError",
+    "logical_size",
+]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class AsyncBuffer:
+    """A DurableBuffer driven from asyncio through one worker thread.
+
+    Calls are serialised by the single worker, in the order they were made.
+    A cancelled await does not cancel the call: an append still commits.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor, buffer: DurableBuffer) -> None:
+        self._executor = executor
+        self._buffer = buffer
+
+    @classmethod
+    async def open(cls, path: Path, **kwargs: Any) -> AsyncBuffer:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="buffer")
+        loop = asyncio.get_running_loop()
+        try:
+            buffer = await loop.run_in_executor(executor, functools.partial(DurableBuffer, path, **kwargs))
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, buffer)
+
+    @property
+    def path(self) -> Path:
+        return self._buffer.path
+
+    async def _call(self, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def set_sinks(self, names: Sequence[str]) -> list[str]:
+        return await self._call(self._buffer.set_sinks, list(names))
+
+    async def append(self, readings: Sequence[Reading]) -> AppendResult:
+        return await self._call(self._buffer.append, readings)
+
+    async def take(self, sink: str, limit: int, after_id: int | None = None) -> list[BufferedReading]:
+        return await self._call(self._buffer.take, sink, limit, after_id)
+
+    async def ack(self, sink: str, up_to_id: int) -> None:
+        await self._call(self._buffer.ack, sink, up_to_id)
+
+    async def dead_letter(self, sink: str, items: Sequence[BufferedReading], reason: str) -> None:
+        await self._call(self._buffer.dead_letter, sink, items, reason)
+
+    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        return await self._call(self._buffer.dead_letters, sink, limit)
+
+    async def stats(self) -> BufferStats:
+        return await self._call(self._buffer.stats)
+
+    async def close(self) -> None:
+        try:
+            await self._call(self._buffer.close)
+        finally:
+            self._executor.shutdown(wait=False)

@@ -1,0 +1,97 @@
+"""Interning of series rows (site, gateway, device, quantity, unit, tags) in the buffer."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Final
+
+from gateway.buffer_codec import SeriesKey, decode_tags, encode_tags, from_sql_text, series_size, to_sql_text
+
+# Bounds the caches when tags vary per reading (each distinct tag set is a
+# series); past this the caches start again from empty and refill from SQLite.
+_CACHE_MAX: Final = 50_000
+
+SeriesFields = tuple[str, str, str, str, str, Mapping[str, str]]
+
+_COLUMNS: Final = "site, gateway, device, quantity, unit, tags"
+
+
+class SeriesTable:
+    """Maps series keys to ids (for append) and ids to decoded fields (for take).
+
+    Entries created inside a transaction are remembered so that a rollback
+    can forget them: a cached id must always exist in the database.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.by_key: dict[SeriesKey, tuple[int, int]] = {}
+        self._by_id: dict[int, SeriesFields] = {}
+        self._created: list[tuple[SeriesKey, int]] = []
+        # Tag mappings are immutable by contract, so one encoded text per
+        # mapping object; the object is kept so that its id() is not reused.
+        self._tag_text: dict[int, tuple[Mapping[str, str], str]] = {}
+
+    def tags_text(self, tags: Mapping[str, str]) -> str:
+        hit = self._tag_text.get(id(tags))
+        if hit is not None and hit[0] is tags:
+            return hit[1]
+        text = encode_tags(tags)
+        if len(self._tag_text) >= _CACHE_MAX:
+            self._tag_text.clear()
+        self._tag_text[id(tags)] = (tags, text)
+        return text
+
+    def lookup(self, key: SeriesKey) -> tuple[int, int]:
+        """(id, logical size) of a series, inserting it if new. Call inside a write transaction."""
+        hit = self.by_key.get(key)
+        if hit is not None:
+            return hit
+        stored = tuple(to_sql_text(part) for part in key)
+        row = self._conn.execute(
+            "SELECT id FROM series WHERE site=? AND gateway=? AND device=? AND quantity=? AND unit=? AND tags=?",
+            stored,
+        ).fetchone()
+        if row is None:
+            sid = self._conn.execute(f"INSERT INTO series ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", stored).lastrowid
+            assert sid is not None
+            self._created.append((key, sid))
+        else:
+            sid = row[0]
+        if len(self.by_key) >= _CACHE_MAX:
+            self.by_key.clear()
+        entry = (sid, series_size(key))
+        self.by_key[key] = entry
+        return entry
+
+    def fields(self, sid: int) -> SeriesFields:
+        hit = self._by_id.get(sid)
+        if hit is not None:
+            return hit
+        row = self._conn.execute(f"SELECT {_COLUMNS} FROM series WHERE id=?", (sid,)).fetchone()
+        if row is None:
+            raise LookupError(f"series {sid} missing from the buffer")
+        site, gateway, device, quantity, unit, tags = (from_sql_text(part) for part in row)
+        fields: SeriesFields = (site, gateway, device, quantity, unit, decode_tags(tags))
+        if len(self._by_id) >= _CACHE_MAX:
+            self._by_id.clear()
+        self._by_id[sid] = fields
+        return fields
+
+    def committed(self) -> None:
+        self._created.clear()
+
+    def rolled_back(self) -> None:
+        for key, sid in self._created:
+            self.by_key.pop(key, None)
+            self._by_id.pop(sid, None)
+        self._created.clear()
+
+    def purge_unused(self) -> int:
+        """Delete series no reading or dead letter refers to (run at open, outside a transaction)."""
+        cur = self._conn.execute(
+            "DELETE FROM series WHERE id NOT IN (SELECT series FROM readings)"
+            " AND id NOT IN (SELECT series FROM dead_letters)"
+        )
+        return cur.rowcount

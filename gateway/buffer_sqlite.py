@@ -1,0 +1,477 @@
+"""The durable buffer: readings on local disk in SQLite (WAL), one cursor per sink.
+
+See docs/durability.md for what survives a crash or a power cut. Invariants the
+code relies on (and tests/test_buffer_model.py checks):
+
+* ids are assigned by AUTOINCREMENT in one writer, so the rows in ``readings``
+  are always the contiguous id range [first_id, last_id]; rows only ever leave
+  from the old end (all sinks acked, or drop_oldest). Counts are arithmetic.
+* in-memory state (bytes, ids, cursors, counters) changes only after COMMIT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final, Literal
+
+from gateway import buffer_deadletters as deadletters
+from gateway.buffer_codec import ROW_OVERHEAD, SqlValue, decode_value, encode_value, quality_of
+from gateway.buffer_disk import DiskGuard, is_disk_full
+from gateway.buffer_schema import connect, connect_read_only
+from gateway.buffer_series import SeriesTable
+from gateway.buffer_types import (
+    AppendResult,
+    BufferCorruptError,
+    BufferedReading,
+    BufferFullError,
+    BufferLockedError,
+    BufferStats,
+    DeadLetter,
+    DurableBufferError,
+    SinkStats,
+    UnknownSinkError,
+)
+from gateway.model import Reading
+
+log = logging.getLogger("gateway.buffer")
+
+Overflow = Literal["drop_oldest", "drop_newest"]
+Sync = Literal["full", "normal"]
+
+_INSERT: Final = "INSERT INTO readings (series, ts_ns, value, kind, quality, size) VALUES (?, ?, ?, ?, ?, ?)"
+_SELECT: Final = "SELECT id, series, ts_ns, value, kind, quality FROM readings WHERE id > ? ORDER BY id LIMIT ?"
+_COUNTERS: Final = ("dropped_oldest", "dropped_newest", "dead_letters")
+
+_OVERFLOW_CLEAR: Final = 0.9  # overflow "recovers" once below 90 % of the budget
+_INT_MAX: Final = 2**63 - 1
+
+
+class DurableBuffer:
+    """Synchronous buffer; owned by ONE thread (the SQLite connection checks it)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 256 * 1024**2,
+        overflow: Overflow = "drop_oldest",
+        sync: Sync = "full",
+        max_dead_letters: int = 10_000,
+        read_only: bool = False,
+    ) -> None:
+        """Open (creating if needed) and recover the buffer at ``path``.
+
+        ``read_only=True`` is for inspection while a daemon owns the buffer:
+        no lock, no writes (they raise DurableBufferError), the file must exist.
+        """
+        if overflow not in ("drop_oldest", "drop_newest"):
+            raise ValueError(f"overflow must be drop_oldest or drop_newest, not {overflow!r}")
+        if sync not in ("full", "normal"):
+            raise ValueError(f"sync must be full or normal, not {sync!r}")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.overflow: Overflow = overflow
+        self.sync: Sync = sync
+        self.max_dead_letters = max_dead_letters
+        self.read_only = read_only
+        self._lock_fd: int | None = None
+        if read_only:
+            self._conn = connect_read_only(self.path)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._lock()
+            try:
+                self._conn = connect(self.path, self.sync)
+            except BaseException:
+                os.close(self._lock_fd)
+                raise
+        self._series = SeriesTable(self._conn)
+        self._closed = False
+        self._overflowing = False
+        self._state_dirty = False  # counters/cursors changed in memory only (disk full)
+        self._disk = DiskGuard(self.path, max_bytes)
+        self._recover()
+        if not read_only:
+            self._disk.reserve.ensure()
+
+    # -- opening ---------------------------------------------------------
+
+    def _lock(self) -> int:
+        # SQLite's own locks allow several writers in turn; two gateways
+        # sharing one buffer would steal each other's readings, so refuse.
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BufferLockedError(self.path, "buffer is in use by another gateway process") from None
+        return fd
+
+    def _recover(self) -> None:
+        conn = self._conn
+        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
+        count, total, first = conn.execute("SELECT count(*), coalesce(sum(size), 0), min(id) FROM readings").fetchone()
+        self._last_id: int = seq[0] if seq else 0
+        self._first_id: int = first if first is not None else self._last_id + 1
+        self._bytes: int = total
+        if count != self._last_id - self._first_id + 1:
+            raise BufferCorruptError(self.path, f"{count} rows do not fill ids {self._first_id}..{self._last_id}")
+        self._cursors: dict[str, int] = dict(conn.execute("SELECT sink, acked_id FROM cursors"))
+        stored = dict(conn.execute("SELECT name, value FROM counters"))
+        self._counters = {name: int(stored.get(name, 0)) for name in _COUNTERS}
+        if not self.read_only and conn.execute("SELECT count(*) FROM series").fetchone()[0] > 1000:
+            self._series.purge_unused()
+        log.debug(
+            "buffer %s: %d readings, ids %d..%d, sinks %s",
+            self.path,
+            count,
+            self._first_id,
+            self._last_id,
+            sorted(self._cursors),
+        )
+
+    # -- transactions ----------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``durable=False`` skips the fsync under sync=full:
+        used for acks, whose loss only means a batch is sent again."""
+        if self.read_only:
+            raise DurableBufferError(self.path, "opened read-only: no writes")
+        conn = self._conn
+        relaxed = not durable and self.sync == "full"
+        if relaxed:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._state_dirty:  # left in memory by an earlier write that met a full disk
+                    self._write_counters(conn, self._counters)
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO cursors (sink, acked_id) VALUES (?, ?)", self._cursors.items()
+                    )
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._series.rolled_back()
+                raise
+            self._series.committed()
+            self._state_dirty = False
+        finally:
+            if relaxed:
+                conn.execute("PRAGMA synchronous=FULL")
+
+    @staticmethod
+    def _write_counters(conn: sqlite3.Connection, counters: dict[str, int]) -> None:
+        conn.executemany("INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", counters.items())
+
+    def _cursor(self, sink: str) -> int:
+        try:
+            return self._cursors[sink]
+        except KeyError:
+            raise UnknownSinkError(self.path, f"unknown sink {sink!r} (known: {sorted(self._cursors)})") from None
+
+    def _delete_through(self, conn: sqlite3.Connection, last: int) -> tuple[int, int]:
+        """Delete rows with id <= last; return (rows, bytes) deleted."""
+        rows, size = conn.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM readings WHERE id <= ?", (last,)
+        ).fetchone()
+        conn.execute("DELETE FROM readings WHERE id <= ?", (last,))
+        return rows, size
+
+    def _collectable(self, cursors: dict[str, int]) -> int | None:
+        """Highest id every sink has acked, if any buffered row is at or below it."""
+        if not cursors:
+            return None  # nobody has read anything yet: keep it all for the first sink
+        floor = min(cursors.values())
+        return floor if floor >= self._first_id else None
+
+    # -- sinks -----------------------------------------------------------
+
+    def set_sinks(self, names: Sequence[str]) -> list[str]:
+        """Create cursors for new sinks (they get the backlog), drop those of absent ones."""
+        wanted = list(dict.fromkeys(names))
+        removed = [name for name in self._cursors if name not in wanted]
+        added = [name for name in wanted if name not in self._cursors]
+        start = self._first_id - 1
+        cursors = {name: self._cursors.get(name, start) for name in wanted}
+        collect = self._collectable(cursors)
+        deleted = (0, 0)
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM cursors WHERE sink = ?", [(name,) for name in removed])
+            conn.executemany(
+                "INSERT OR REPLACE INTO cursors (sink, acked_id) VALUES (?, ?)", [(n, start) for n in added]
+            )
+            if collect is not None:
+                deleted = self._delete_through(conn, collect)
+        self._cursors = cursors
+        self._forget(collect, deleted)
+        if removed or added:
+            log.info("buffer sinks: added %s, removed %s", added, removed)
+        return sorted(removed)
+
+    def _forget(self, through: int | None, deleted: tuple[int, int]) -> None:
+        if through is not None:
+            self._first_id = through + 1
+            self._bytes -= deleted[1]
+
+    # -- append ----------------------------------------------------------
+
+    def append(self, readings: Sequence[Reading]) -> AppendResult:
+        """Store a batch in one transaction, applying the overflow policy."""
+        if not readings:
+            return AppendResult(0, 0, 0)
+        budget = self._disk.budget(self.max_bytes)
+        try:
+            result = self._append(readings, budget)
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise DurableBufferError(self.path, f"append failed: {exc}") from exc
+            cap = self._disk.full(self._bytes, self.overflow)
+            self._disk.free(self._conn)
+            try:
+                result = self._append(readings, cap)
+            except sqlite3.Error as again:
+                if not is_disk_full(again):
+                    raise DurableBufferError(self.path, f"append failed: {again}") from again
+                # Nothing could be freed to make room: the batch is what is lost.
+                self._disk.events += 1
+                self._counters["dropped_newest"] += len(readings)
+                self._state_dirty = True  # persisted by the next transaction that commits
+                self._note_overflow(len(readings))
+                return AppendResult(0, len(readings), 0)
+        self._disk.committed(self._bytes, self.max_bytes)
+        return result
+
+    def _append(self, readings: Sequence[Reading], budget: int) -> AppendResult:
+        series = self._series
+        by_key = series.by_key
+        rows: list[tuple[int, int, SqlValue, int, int, int]] = []
+        sizes: list[int] = []
+        with self._transaction() as conn:
+            for r in readings:
+                tags = r.tags
+                key = (r.site, r.gateway, r.device, r.quantity, r.unit, series.tags_text(tags) if tags else "")
+                sid, size = by_key.get(key) or series.lookup(key)
+                value = r.value
+                kind = type(value)
+                # Inline fast path for the common finite float / int64 case.
+                if (kind is float and value == value) or (kind is int and -_INT_MAX - 1 <= value <= _INT_MAX):  # type: ignore[operator]
+                    code = 0
+                    size += ROW_OVERHEAD + 8
+                else:
+                    value, code, value_size = encode_value(value)  # type: ignore[assignment]
+                    size += ROW_OVERHEAD + value_size
+                rows.append((sid, r.ts_ns, value, code, int(r.quality), size))
+                sizes.append(size)
+            dropped_newest = dropped_oldest = 0
+            incoming = sum(sizes)
+            through: int | None = None
+            deleted = (0, 0)
+            if self._bytes + incoming > budget:
+                if self.overflow == "drop_newest":
+                    room, keep = budget - self._bytes, 0
+                    while keep < len(sizes) and sizes[keep] <= room:
+                        room -= sizes[keep]
+                        keep += 1
+                    dropped_newest = len(rows) - keep
+                    del rows[keep:]
+                else:
+                    skip = 0
+                    while incoming > budget:  # the batch alone does not fit: lose its oldest too
+                        incoming -= sizes[skip]
+                        skip += 1
+                    dropped_oldest = skip
+                    del rows[:skip]
+                    through = self._oldest_to_free(conn, self._bytes + incoming - budget)
+                    if through is not None:
+                        deleted = self._delete_through(conn, through)
+                        dropped_oldest += deleted[0]
+            counters = self._counters
+            if dropped_newest or dropped_oldest:
+                counters = {**counters}
+                counters["dropped_newest"] += dropped_newest
+                counters["dropped_oldest"] += dropped_oldest
+                self._write_counters(conn, counters)
+            conn.executemany(_INSERT, rows)
+        # Committed: now the in-memory state may follow. An empty buffer has
+        # first_id == last_id + 1, which is the first new id: no special case.
+        self._counters = counters
+        self._forget(through, deleted)
+        self._bytes += sum(row[5] for row in rows)
+        self._last_id += len(rows)
+        self._note_overflow(dropped_newest + dropped_oldest)
+        return AppendResult(len(rows), dropped_newest, dropped_oldest)
+
+    def _oldest_to_free(self, conn: sqlite3.Connection, need: int) -> int | None:
+        """The id through which the oldest rows add up to ``need`` bytes (None if need <= 0)."""
+        if need <= 0:
+            return None
+        freed, through = 0, None
+        cur = conn.execute("SELECT id, size FROM readings ORDER BY id")
+        try:
+            while freed < need:
+                chunk = cur.fetchmany(1024)
+                if not chunk:
+                    break
+                for row_id, size in chunk:
+                    freed += size
+                    through = row_id
+                    if freed >= need:
+                        break
+        finally:
+            cur.close()
+        return through
+
+    def _note_overflow(self, dropped: int) -> None:
+        if dropped and not self._overflowing:
+            self._overflowing = True
+            log.warning(
+                "buffer %s is full (%d of %d bytes): %s; dropping readings (counted in stats)",
+                self.path,
+                self._bytes,
+                self.max_bytes,
+                self.overflow,
+            )
+
+    # -- take / ack ------------------------------------------------------
+
+    def take(self, sink: str, limit: int, after_id: int | None = None) -> list[BufferedReading]:
+        """Up to ``limit`` unacked readings of ``sink`` in id order, after max(cursor, after_id)."""
+        start = self._cursor(sink)
+        if after_id is not None and after_id > start:
+            start = after_id
+        if limit <= 0 or start >= self._last_id:
+            return []
+        fields = self._series.fields
+        out: list[BufferedReading] = []
+        append = out.append
+        for row_id, sid, ts_ns, value, kind, quality in self._conn.execute(_SELECT, (start, limit)):
+            site, gateway, device, quantity, unit, tags = fields(sid)
+            if kind:
+                value = decode_value(value, kind)
+            append(
+                BufferedReading(
+                    row_id, Reading(ts_ns, site, gateway, device, quantity, value, unit, tags, quality_of(quality))
+                )
+            )
+        return out
+
+    def ack(self, sink: str, up_to_id: int) -> None:
+        """Advance the sink's cursor (never backwards); delete what every sink has acked."""
+        current = self._cursor(sink)
+        target = min(up_to_id, self._last_id)  # never ack ids not yet assigned
+        if target <= current:
+            return
+        cursors = {**self._cursors, sink: target}
+        collect = self._collectable(cursors)
+        deleted = (0, 0)
+        try:
+            with self._transaction(durable=False) as conn:
+                conn.execute("UPDATE cursors SET acked_id = ? WHERE sink = ?", (target, sink))
+                if collect is not None:
+                    deleted = self._delete_through(conn, collect)
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise DurableBufferError(self.path, f"ack failed: {exc}") from exc
+            # The cursor moves in memory and is written with the next ack that
+            # commits; a crash before that only resends (at-least-once).
+            self._disk.full(self._bytes, self.overflow)
+            self._disk.free(self._conn)
+            self._cursors[sink] = target
+            self._state_dirty = True
+            return
+        self._cursors = cursors
+        self._forget(collect, deleted)
+        if self._overflowing and self._bytes < self.max_bytes * _OVERFLOW_CLEAR:
+            self._overflowing = False
+            log.warning("buffer %s: below its size limit again (%d bytes)", self.path, self._bytes)
+
+    # -- dead letters ----------------------------------------------------
+
+    def dead_letter(self, sink: str, items: Sequence[BufferedReading], reason: str) -> None:
+        """Copy readings a sink rejected for good into the dead-letter table.
+
+        The table keeps the newest ``max_dead_letters`` entries (all sinks
+        together); older ones are deleted, ``dead_letters_total`` counts all.
+        The caller acks the items afterwards. Raises BufferFullError if the disk
+        is full (nothing is written; the caller should not ack then).
+        """
+        if not items:
+            return
+        counters = {**self._counters, "dead_letters": self._counters["dead_letters"] + len(items)}
+        try:
+            with self._transaction() as conn:
+                deadletters.insert(conn, self._series, sink, items, reason, time.time_ns(), self.max_dead_letters)
+                self._write_counters(conn, counters)
+        except sqlite3.Error as exc:
+            if is_disk_full(exc):
+                self._disk.full(self._bytes, self.overflow)
+                raise BufferFullError(self.path, f"disk full: {len(items)} dead letters not stored") from exc
+            raise DurableBufferError(self.path, f"dead_letter failed: {exc}") from exc
+        self._counters = counters
+
+    def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters first, of one sink or of all."""
+        return deadletters.select(self._conn, self._series, sink, limit)
+
+    # -- stats / close ---------------------------------------------------
+
+    def _ts_of(self, row_id: int) -> int | None:
+        row = self._conn.execute("SELECT ts_ns FROM readings WHERE id = ?", (row_id,)).fetchone()
+        return row[0] if row else None
+
+    def stats(self) -> BufferStats:
+        if self.read_only:
+            self._recover()  # someone else writes: re-read instead of trusting the state at open
+        first, last = self._first_id, self._last_id
+        dead = deadletters.count_by_sink(self._conn)
+        sinks = {}
+        for name, acked in self._cursors.items():
+            next_id = max(acked + 1, first)
+            pending = max(last - next_id + 1, 0)
+            sinks[name] = SinkStats(name, acked, pending, self._ts_of(next_id) if pending else None, dead.get(name, 0))
+        file_bytes = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                file_bytes += os.stat(f"{self.path}{suffix}").st_size
+        return BufferStats(
+            readings=last - first + 1,
+            bytes=self._bytes,
+            file_bytes=file_bytes,
+            oldest_ts_ns=self._ts_of(first) if last >= first else None,
+            dropped_oldest_total=self._counters["dropped_oldest"],
+            dropped_newest_total=self._counters["dropped_newest"],
+            dead_letters_total=self._counters["dead_letters"],
+            sinks=sinks,
+            disk_full_events=self._disk.events,
+        )
+
+    def close(self) -> None:
+        """Write pending counters, checkpoint (SQLite does on the last close) and unlock."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._state_dirty:
+                with contextlib.suppress(sqlite3.Error), self._transaction():
+                    pass
+            self._conn.close()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+
+    def __enter__(self) -> DurableBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,85 @@
+"""Values and errors of the durable buffer's API (re-exported by ``gateway.buffer``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.model import Reading
+
+
+@dataclass(frozen=True, slots=True)
+class BufferedReading:
+    """A reading as stored: ``id`` grows with every append and is never reused."""
+
+    id: int
+    reading: Reading
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What one ``append`` did. ``accepted + dropped_newest`` is the batch length;
+    ``dropped_oldest`` counts readings the drop_oldest policy removed, from the
+    buffer or from the front of this batch."""
+
+    accepted: int
+    dropped_newest: int
+    dropped_oldest: int
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStats:
+    name: str
+    acked_id: int
+    pending: int
+    oldest_pending_ts_ns: int | None  # ts_ns of the first pending reading in buffer order
+    dead_letters: int  # readings of this sink now in the dead-letter table
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStats:
+    readings: int
+    bytes: int  # logical size, the figure bounded by max_bytes
+    file_bytes: int  # database + WAL on disk
+    oldest_ts_ns: int | None  # ts_ns of the first reading in buffer order
+    dropped_oldest_total: int  # ever (persisted)
+    dropped_newest_total: int  # ever (persisted)
+    dead_letters_total: int  # readings ever dead-lettered (persisted)
+    sinks: dict[str, SinkStats]
+    disk_full_events: int = 0  # SQLITE_FULL errors met by this process
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int  # the reading's buffer id
+    sink: str
+    reading: Reading
+    reason: str
+    dead_at_ns: int
+
+
+class DurableBufferError(Exception):
+    """Base of the buffer's errors; ``path`` is the database file."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class BufferLockedError(DurableBufferError):
+    """Another process (or another DurableBuffer in this one) has the buffer open."""
+
+
+class BufferCorruptError(DurableBufferError):
+    """The file is not a usable buffer database."""
+
+
+class BufferFullError(DurableBufferError):
+    """The disk is full and the operation could not be completed (nothing was changed)."""
+
+
+class UnknownSinkError(DurableBufferError, KeyError):
+    """The sink has no cursor: it is not in the last ``set_sinks`` list."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])

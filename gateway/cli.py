@@ -1,0 +1,149 @@
+"""The ``gateway`` command. Field tools from drivers (probe, scan) and simulators plug in by entry points."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__, plugins
+
+DEFAULT_CONFIG = os.environ.get("GATEWAY_CONFIG", "/etc/gateway/gateway.toml")
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser(name: str, sub: argparse._SubParsersAction, help_: str, example: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_,
+        description=help_,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default: $GATEWAY_CONFIG or {DEFAULT_CONFIG})"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="IoT sensor gateway: drivers -> durable buffer -> InfluxDB / MQTT / local store.",
+        epilog="examples:\n  gateway demo\n  gateway check -c /etc/gateway/gateway.toml\n  gateway run -c gateway.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = _parser("run", sub, "run the gateway daemon", "gateway run -c /etc/gateway/gateway.toml")
+    _add_config(p)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override [log] level")
+    p.set_defaults(func=cmd_run)
+
+    p = _parser("check", sub, "validate a config file; exit 0 if valid, 2 with every error", "gateway check -c gw.toml")
+    _add_config(p)
+    p.set_defaults(func=cmd_check)
+
+    p = _parser(
+        "demo",
+        sub,
+        "run the gateway on simulated sensors with the embedded local store (no server needed)",
+        "gateway demo --duration 30",
+    )
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--state-dir", type=Path, default=None, help="where to keep the demo buffer and store (temp dir)")
+    p.add_argument("--plain", action="store_true", help="no screen refresh (append lines), e.g. when piped")
+    p.set_defaults(func=cmd_demo)
+
+    from gateway import cli_data  # noqa: PLC0415 - keeps `gateway run` start-up lean
+
+    cli_data.register(sub, _parser, _add_config)
+
+    p = _parser("version", sub, "print the version and the installed plugins", "gateway version")
+    p.set_defaults(func=cmd_version)
+
+    sim = _parser("sim", sub, "run a hardware simulator", "gateway sim modbus --help")
+    sim_sub = sim.add_subparsers(dest="simulator", metavar="KIND", required=True)
+    for name, module in plugins.load_all(plugins.SIMULATORS).items():
+        doc = (module.__doc__ or f"{name} simulator").strip().splitlines()[0]
+        sp = sim_sub.add_parser(name, help=doc, description=module.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        module.add_arguments(sp)
+        sp.set_defaults(func=module.main)
+
+    for register in plugins.load_all(plugins.CLI).values():
+        register(sub)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config  # noqa: PLC0415
+    from gateway.daemon import Daemon  # noqa: PLC0415
+    from gateway.logsetup import setup_logging  # noqa: PLC0415
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{exc}\nThe gateway did not start. Fix the config (check it with: gateway check -c {args.config})",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_CONFIG
+    setup_logging(args.log_level or config.base.log.level)
+    # A watchdog kill (SIGABRT) then leaves every thread's Python traceback in the journal.
+    faulthandler.enable()
+    asyncio.run(Daemon(config).run())
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config  # noqa: PLC0415
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) in {exc.file}", file=sys.stderr)
+        return EXIT_CONFIG
+    drivers: dict[str, int] = {}
+    for s in config.sources:
+        drivers[s.config.driver] = drivers.get(s.config.driver, 0) + 1
+    print(f"{args.config}: OK")
+    print(f"  site {config.site}, gateway {config.gateway_name}")
+    print(f"  {len(config.sources)} source(s): " + ", ".join(f"{n} {d}" for d, n in sorted(drivers.items())))
+    print("  sinks: " + ", ".join(f"{s.config.sink_name} ({s.config.type})" for s in config.sinks))
+    print(f"  buffer: {config.buffer_path} (max {config.base.buffer.max_bytes} bytes, {config.base.buffer.overflow})")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(args)
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"gateway {__version__}")
+    for group in (plugins.DRIVERS, plugins.SINKS, plugins.CODECS, plugins.SIMULATORS):
+        print(f"  {group.split('.')[1]}: {', '.join(plugins.names(group))}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,299 @@
+"""The daemon: wires config -> supervisors -> writer -> buffer -> dispatchers -> sinks.
+
+Lifecycle: open the buffer, start sinks and sources, notify systemd READY,
+then every second refresh the buffer stats (metrics, status file) and ping the
+watchdog. SIGHUP reloads the config (an invalid one keeps the old config
+running and says why); SIGTERM/SIGINT stop gracefully: sources first, then a
+final flush of the writer, then the sinks. Nothing committed is ever lost
+across a reload or a stop: it stays in the buffer for the next dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__
+from gateway.buffer import AsyncBuffer
+from gateway.config import Config, ConfigError, load_config
+from gateway.dispatch import SinkDispatcher
+from gateway.metrics import Metrics
+from gateway.sdnotify import Notifier
+from gateway.sink import Sink
+from gateway.supervisor import SourceSupervisor
+from gateway.writer import BufferWriter
+
+log = logging.getLogger("gateway.daemon")
+
+STATUS_FILE = "status.json"
+STATUS_EVERY_S = 1.0
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        notifier: Notifier | None = None,
+        serve_metrics: bool = True,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.notifier = notifier or Notifier()
+        self.serve_metrics = serve_metrics
+        self.buffer: AsyncBuffer | None = None
+        self.writer: BufferWriter | None = None
+        self.supervisors: dict[str, SourceSupervisor] = {}
+        self.dispatchers: dict[str, SinkDispatcher] = {}
+        self._source_tasks: dict[str, asyncio.Task[None]] = {}
+        self._sink_tasks: dict[str, asyncio.Task[None]] = {}
+        self._writer_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self.started_ns = time.time_ns()
+        self.ready = asyncio.Event()
+
+    # --- public control -----------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.base.gateway.state_dir
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        installed: list[int] = []
+        for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
+                             (signal.SIGHUP, self.request_reload)):  # fmt: skip
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, handler)
+                installed.append(sig)
+        try:
+            await self._start()
+            self.notifier.ready(f"{len(self.supervisors)} sources, {len(self.dispatchers)} sinks")
+            self.ready.set()
+            log.info(
+                "gateway %s (site %s) running: %d sources, sinks %s, buffer %s",
+                self.config.gateway_name,
+                self.config.site,
+                len(self.supervisors),
+                ", ".join(self.dispatchers) or "none",
+                self.config.buffer_path,
+            )
+            await self._main_loop()
+        finally:
+            self.notifier.stopping()
+            await self._shutdown()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    # --- start / stop -------------------------------------------------------
+
+    async def _start(self) -> None:
+        cfg = self.config.base
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics.info.labels(__version__, self.config.site, self.config.gateway_name).set(1)
+        if self.serve_metrics and cfg.metrics.enabled:
+            try:
+                self.metrics.serve(cfg.metrics.listen)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s: %s; running without them", cfg.metrics.listen, exc)
+        self.buffer = await AsyncBuffer.open(
+            self.config.buffer_path, max_bytes=cfg.buffer.max_bytes, overflow=cfg.buffer.overflow, sync=cfg.buffer.sync
+        )
+        self.writer = BufferWriter(
+            self.buffer,
+            flush_interval_s=cfg.buffer.flush_interval,
+            flush_max_readings=cfg.buffer.flush_max_readings,
+            metrics=self.metrics,
+            on_commit=self._notify_sinks,
+        )
+        self._writer_task = asyncio.create_task(self.writer.run(), name="buffer-writer")
+        await self._start_sinks()
+        self._start_sources()
+
+    async def _start_sinks(self) -> None:
+        assert self.buffer is not None
+        names = [s.config.sink_name for s in self.config.sinks if s.config.enabled]
+        removed = await self.buffer.set_sinks(names)
+        for name in removed:
+            log.warning("sink %s is no longer configured: its pending readings will not be sent to it", name)
+        for loaded in self.config.sinks:
+            if not loaded.config.enabled:
+                continue
+            sink: Sink = loaded.sink_class(
+                loaded.config, site=self.config.site, gateway=self.config.gateway_name, state_dir=self.state_dir
+            )
+            dispatcher = SinkDispatcher(sink, self.buffer, metrics=self.metrics)
+            self.dispatchers[sink.name] = dispatcher
+            self._sink_tasks[sink.name] = asyncio.create_task(dispatcher.run(), name=f"sink:{sink.name}")
+
+    def _start_sources(self) -> None:
+        assert self.writer is not None
+        for loaded in self.config.sources:
+            if not loaded.config.enabled:
+                continue
+            supervisor = SourceSupervisor(
+                loaded,
+                site=self.config.site,
+                gateway=self.config.gateway_name,
+                state_dir=str(self.state_dir),
+                writer=self.writer,
+                metrics=self.metrics,
+            )
+            self.supervisors[loaded.config.name] = supervisor
+            self._source_tasks[loaded.config.name] = asyncio.create_task(
+                supervisor.run(), name=f"source:{loaded.config.name}"
+            )
+
+    async def _stop_sources(self) -> None:
+        await _cancel_all(self._source_tasks)
+        self.supervisors.clear()
+
+    async def _stop_sinks(self) -> None:
+        await _cancel_all(self._sink_tasks)
+        self.dispatchers.clear()
+
+    async def _shutdown(self) -> None:
+        await self._stop_sources()
+        if self._writer_task is not None:
+            self._writer_task.cancel()  # the writer flushes its queue on cancellation
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+        await self._stop_sinks()
+        if self.buffer is not None:
+            with contextlib.suppress(Exception):
+                self.metrics.buffer_collector.stats = await self.buffer.stats()
+                await self._write_status()
+            await self.buffer.close()
+            self.buffer = None
+        log.info("gateway stopped")
+
+    def _notify_sinks(self) -> None:
+        for dispatcher in self.dispatchers.values():
+            dispatcher.notify()
+
+    # --- main loop: status, watchdog, reload ----------------------------------
+
+    async def _main_loop(self) -> None:
+        watchdog_every = self.notifier.watchdog_interval_s()
+        last_watchdog = 0.0
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wait_event(), STATUS_EVERY_S)
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                await self.reload()
+            assert self.buffer is not None
+            try:
+                # Also proves that the loop and the buffer thread are alive, so the
+                # watchdog ping below is earned, not sent by a wedged process.
+                self.metrics.buffer_collector.stats = await asyncio.wait_for(self.buffer.stats(), 30)
+                await self._write_status()
+            except Exception:
+                log.exception("cannot read buffer stats")
+                continue
+            if watchdog_every is not None and time.monotonic() - last_watchdog >= watchdog_every:
+                self.notifier.watchdog()
+                last_watchdog = time.monotonic()
+
+    async def _wait_event(self) -> None:
+        stop = asyncio.create_task(self._stop.wait())
+        reload = asyncio.create_task(self._reload_requested.wait())
+        try:
+            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            reload.cancel()
+
+    async def reload(self) -> bool:
+        """Reload the config file. Returns False (and keeps the old config) if it is invalid."""
+        path = self.config.path
+        if path is None:
+            log.warning("reload requested but the config did not come from a file; nothing to reload")
+            return False
+        self.notifier.reloading()
+        self.notifier.watchdog()  # a reload stops and starts every sink: start it with a fresh watchdog period
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels("invalid").inc()
+            log.error("new config is invalid; KEEPING THE OLD CONFIG RUNNING. Fix these and reload again:\n%s", exc)
+            self.notifier.ready("reload failed: invalid config, old config kept")
+            return False
+        old = self.config.base
+        for what, before, after in (
+            ("buffer", old.buffer, new.base.buffer),
+            ("metrics", old.metrics, new.base.metrics),
+            ("gateway.state_dir", old.gateway.state_dir, new.base.gateway.state_dir),
+        ):
+            if before != after:
+                log.warning("%s settings changed: they take effect at the next restart, not on reload", what)
+        # Keep the running buffer and metrics settings; swap sources and sinks.
+        merged = new.base.model_copy(
+            update={"buffer": old.buffer, "metrics": old.metrics,
+                    "gateway": new.base.gateway.model_copy(update={"state_dir": old.gateway.state_dir})}
+        )  # fmt: skip
+        await self._stop_sources()
+        assert self.writer is not None
+        await self.writer.flush()
+        await self._stop_sinks()
+        self.config = Config(path=new.path, base=merged, sources=new.sources, sinks=new.sinks)
+        await self._start_sinks()
+        self._start_sources()
+        self.metrics.config_reloads.labels("ok").inc()
+        log.info("config reloaded: %d sources, sinks %s", len(self.supervisors), ", ".join(self.dispatchers))
+        self.notifier.ready(f"reloaded: {len(self.supervisors)} sources, {len(self.dispatchers)} sinks")
+        return True
+
+    def status(self) -> dict[str, Any]:
+        stats = self.metrics.buffer_collector.stats
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "site": self.config.site,
+            "gateway": self.config.gateway_name,
+            "config": str(self.config.path) if self.config.path else None,
+            "started_ns": self.started_ns,
+            "updated_ns": time.time_ns(),
+            "sources": {name: s.status() for name, s in self.supervisors.items()},
+            "sinks": {name: d.status() for name, d in self.dispatchers.items()},
+            "buffer": asdict(stats) if stats is not None else None,
+        }
+
+    async def _write_status(self) -> None:
+        text = json.dumps(self.status(), indent=2, default=str)
+        await asyncio.to_thread(_atomic_write, self.state_dir / STATUS_FILE, text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+async def _cancel_all(tasks: dict[str, asyncio.Task[None]]) -> None:
+    for task in tasks.values():
+        task.cancel()
+    for name, task in list(tasks.items()):
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("task %s ended with an error", name)
+    tasks.clear()

@@ -1,0 +1,198 @@
+"""The ``influxdb`` sink: line protocol over the InfluxDB v2 write API.
+
+InfluxDB 2.x, InfluxDB 3.x and VictoriaMetrics all accept ``POST /api/v2/write``.
+Uses influxdb-client's async API for the HTTP part (auth header, gzip, TLS);
+the line protocol itself is ours (``gateway.encoding``) because it is the hot
+path. The sink only classifies what the server said; the core retries.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+from influxdb_client.client.exceptions import InfluxDBError
+from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+from influxdb_client.client.write_api_async import WriteApiAsync
+from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+
+from gateway.config_types import Duration, resolve_secret
+from gateway.encoding import EncodingError, LineProtocolEncoder
+from gateway.model import Reading
+from gateway.sink import Outcome, SendResult, Sink, SinkConfig
+
+log = logging.getLogger(__name__)
+
+DETAIL_MAX = 300  # server messages can echo a whole batch; keep logs readable
+
+
+class InfluxDBSinkConfig(SinkConfig):
+    type: Literal["influxdb"] = "influxdb"
+    url: str = Field(pattern=r"^https?://[^\s/]+", description="e.g. http://influx.local:8086")
+    # Required even though VictoriaMetrics and InfluxDB 3 ignore it: InfluxDB 2
+    # answers 400 without one, which would dead-letter every batch.
+    org: str = Field(min_length=1, description="InfluxDB 2 organisation (any value for VictoriaMetrics)")
+    bucket: str = Field(min_length=1)
+    token: SecretStr | None = Field(
+        default=None, description='inline only as "${ENV_VAR}" (substituted at load); prefer token_file'
+    )
+    token_file: Path | None = Field(default=None, description="relative paths are under $CREDENTIALS_DIRECTORY")
+    token_env: str | None = Field(default=None, description="name of the environment variable holding the token")
+    gzip: bool = True
+    timeout: Duration = Field(default=10.0, gt=0, le=300)
+    precision: Literal["ns"] = "ns"
+    verify_ssl: bool = True
+    ssl_ca_cert: Path | None = None
+
+    # A field validator, not a model validator: pydantic's message for a model
+    # error echoes the whole section (token included) into the config error.
+    @field_validator("token_file", "token_env")
+    @classmethod
+    def _one_token_source(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None:
+            others = [k for k in ("token", "token_file") if k != info.field_name and info.data.get(k) is not None]
+            if others:
+                raise ValueError(f"set only one of token, token_file, token_env ({others[0]} is set too)")
+        return value
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Parse a Retry-After header: delta-seconds or an HTTP date (RFC 9110 section 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _text(body: object) -> str:
+    if isinstance(body, bytes | bytearray):
+        body = body.decode("utf-8", "replace")
+    text = str(body or "").strip()
+    return text if len(text) <= DETAIL_MAX else text[:DETAIL_MAX] + "..."
+
+
+def classify_status(status: int, message: str, retry_after: str | None) -> SendResult:
+    """What an HTTP error answer of the write API means for the batch."""
+    detail = f"HTTP {status}: {_text(message)}"
+    if status == 413:
+        return SendResult(Outcome.TOO_LARGE, detail)
+    if status in (400, 422):
+        return SendResult(Outcome.REJECTED, detail)
+    if status in (401, 403):
+        return SendResult(Outcome.AUTH, detail)
+    if status == 404:
+        # InfluxDB answers 404 for a missing bucket/org *and* for a token that
+        # cannot see the bucket: an operator must act, like 401/403.
+        return SendResult(Outcome.AUTH, detail)
+    # 429, 5xx, 408 and anything unexpected: keep the data, back off, try again.
+    return SendResult(Outcome.RETRY, detail, retry_after_seconds(retry_after))
+
+
+class InfluxDBSink(Sink):
+    config_model = InfluxDBSinkConfig
+
+    def __init__(self, config: InfluxDBSinkConfig, *, site: str, gateway: str, state_dir: Path | None = None) -> None:
+        super().__init__(config, site=site, gateway=gateway, state_dir=state_dir)
+        self.cfg = config
+        self._encoder = LineProtocolEncoder()
+        self._client: InfluxDBClientAsync | None = None
+        self._write_api: WriteApiAsync | None = None
+        self._failing: Outcome | None = None
+        self._last_error = ""
+
+    async def open(self) -> None:
+        """Build the HTTP client. No request is made, so a dead server cannot fail this."""
+        cfg = self.cfg
+        token = resolve_secret(
+            value=cfg.token.get_secret_value() if cfg.token else None,
+            file=cfg.token_file,
+            env=cfg.token_env,
+            what=f"sinks.{self.name}.token",
+        )
+        kwargs: dict[str, Any] = {"verify_ssl": cfg.verify_ssl}
+        if cfg.ssl_ca_cert is not None:
+            kwargs["ssl_ca_cert"] = str(cfg.ssl_ca_cert)
+        self._client = InfluxDBClientAsync(
+            url=cfg.url,
+            token=token or "",  # empty: no Authorization header (an open VictoriaMetrics)
+            org=cfg.org,
+            timeout=int(cfg.timeout * 1000),
+            enable_gzip=cfg.gzip,
+            **kwargs,
+        )
+        self._write_api = self._client.write_api()
+
+    async def send(self, batch: Sequence[Reading]) -> SendResult:
+        if not batch:
+            return SendResult.ok()
+        if self._write_api is None:
+            await self.open()
+        assert self._write_api is not None
+        try:
+            body = self._encoder.encode(batch)
+        except EncodingError as exc:
+            return self._outcome(SendResult(Outcome.REJECTED, str(exc)))
+        try:
+            await self._write_api.write(
+                bucket=self.cfg.bucket,
+                org=self.cfg.org,
+                record=body,
+                write_precision=WritePrecision.NS,  # type: ignore[arg-type]  # the library's constants are str
+            )
+        except ApiException as exc:
+            if not exc.status:  # raised by the client before any answer
+                return self._outcome(SendResult(Outcome.RETRY, _text(exc.reason)))
+            message = exc.message if isinstance(exc, InfluxDBError) and exc.message else exc.body
+            return self._outcome(classify_status(int(exc.status), _text(message), exc.retry_after))
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return self._outcome(SendResult(Outcome.RETRY, f"cannot reach {self.cfg.url}: {_text(reason)}"))
+        return self._outcome(SendResult.ok())
+
+    def _outcome(self, result: SendResult) -> SendResult:
+        """Remember the failure state for ``status()``.
+
+        Logging the transitions (once into failure, once on recovery) is the
+        dispatcher's job (``gateway.dispatch``); here only at debug level so
+        the log does not say everything twice.
+        """
+        if result.outcome is Outcome.ACCEPTED:
+            if self._failing is not None:
+                log.debug("sink %s: recovered", self.name)
+            self._failing = None
+        elif result.outcome in (Outcome.RETRY, Outcome.AUTH):
+            self._last_error = result.detail
+            if self._failing is not result.outcome:
+                log.debug("sink %s: %s (%s)", self.name, result.outcome.value, result.detail)
+            self._failing = result.outcome
+        else:
+            # REJECTED / TOO_LARGE concern the batch, not the server.
+            self._last_error = result.detail
+        return result
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()  # type: ignore[no-untyped-call]
+        self._client = None
+        self._write_api = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.cfg.url,
+            "bucket": self.cfg.bucket,
+            "failing": self._failing.value if self._failing else None,
+            "last_error": self._last_error,
+        }

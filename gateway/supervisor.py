@@ -1,0 +1,154 @@
+"""Runs one source (driver instance): start, poll on aligned ticks or run(emit), restart on failure.
+
+A driver that raises is closed and started again with capped, jittered
+backoff, counted in ``gateway_driver_restarts_total``; the failure is logged
+once (with its traceback), repeats of it at debug level, and the recovery once.
+Nothing a driver does can stop the daemon or another driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.config import LoadedSource
+from gateway.driver import Driver, DriverContext, PolledDriver, PushDriver
+from gateway.metrics import Metrics
+from gateway.model import Reading
+from gateway.normalise import Normaliser
+from gateway.scheduling import Backoff, aligned_ticks
+from gateway.writer import BufferWriter
+
+log = logging.getLogger("gateway.supervisor")
+
+HEALTHY_AFTER_S = 60.0  # a push driver running this long without failing resets the backoff
+
+
+class DriverStopped(RuntimeError):
+    """run(emit) returned although it should run until cancelled."""
+
+
+class SourceSupervisor:
+    def __init__(
+        self,
+        source: LoadedSource,
+        *,
+        site: str,
+        gateway: str,
+        state_dir: str,
+        writer: BufferWriter,
+        metrics: Metrics | None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.source = source
+        self.config = source.config
+        self.writer = writer
+        self.metrics = metrics
+        self.backoff = backoff or Backoff(initial_s=1.0, cap_s=60.0)
+        self.normaliser = Normaliser(
+            driver=self.config.driver, source=self.config.name, source_tags=self.config.tags, metrics=metrics
+        )
+        self.logger = logging.getLogger(f"gateway.driver.{self.config.driver}.{self.config.name}")
+        self.ctx = DriverContext(
+            site=site,
+            gateway=gateway,
+            source=self.config.name,
+            driver=self.config.driver,
+            logger=self.logger,
+            state_dir=state_dir,
+        )
+        if metrics is not None:
+            self.ctx.count_error_hook = lambda d, s, kind: metrics.driver_errors.labels(d, s, kind).inc()
+            self.ctx.observe_poll_hook = lambda d, s, secs: metrics.poll_duration.labels(d, s).observe(secs)
+            self.ctx.device_up_hook = lambda d, s, dev, up: metrics.device_up.labels(d, s, dev).set(1 if up else 0)
+        self.driver: Driver | None = None
+        self.failing: str | None = None
+        self.restarts = 0
+        self.last_poll_ns: int | None = None
+        self.readings_total = 0
+
+    async def emit(self, readings: Sequence[Reading]) -> None:
+        normalised = self.normaliser.normalise(readings)
+        await self.writer.emit(normalised)
+        self.readings_total += len(normalised)
+        if self.failing is not None and isinstance(self.driver, PushDriver):
+            self._recovered()
+
+    def _failed(self, exc: BaseException, where: str) -> None:
+        self.restarts += 1
+        if self.metrics is not None:
+            self.metrics.driver_restarts.labels(self.config.driver, self.config.name).inc()
+        summary = f"{where}: {type(exc).__name__}: {exc}"
+        if self.failing != summary:
+            self.logger.error("source %s failed (%s); restarting with backoff", self.config.name, summary, exc_info=exc)
+        else:
+            self.logger.debug("source %s failed again (%s)", self.config.name, summary)
+        self.failing = summary
+
+    def _recovered(self) -> None:
+        if self.failing is not None:
+            self.logger.warning("source %s is working again", self.config.name)
+            self.failing = None
+        self.backoff.reset()
+
+    async def run(self) -> None:
+        while True:
+            driver = self.source.driver_class(self.config, self.ctx)
+            self.driver = driver
+            stage = "start"
+            started = time.monotonic()
+            try:
+                await driver.start()
+                if isinstance(driver, PolledDriver):
+                    stage = "poll"
+                    await self._poll_forever(driver)
+                elif isinstance(driver, PushDriver):
+                    stage = "run"
+                    await driver.run(self.emit)
+                    raise DriverStopped("run() returned")
+                else:
+                    raise TypeError(f"{type(driver).__name__} is neither a PolledDriver nor a PushDriver")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failed(exc, stage)
+                if time.monotonic() - started > HEALTHY_AFTER_S:
+                    self.backoff.reset()
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(driver.close()), 10)
+                self.driver = None
+            await asyncio.sleep(self.backoff.next_delay())
+
+    async def _poll_forever(self, driver: PolledDriver) -> None:
+        interval = self.config.interval
+        async for _tick, missed in aligned_ticks(interval):
+            if missed and self.metrics is not None:
+                self.metrics.missed_ticks.labels(self.config.driver, self.config.name).inc(missed)
+            t0 = time.perf_counter()
+            # A poll that hangs longer than a few intervals is a failure, not a wait.
+            async with asyncio.timeout(max(3 * interval, 5.0)):
+                readings = await driver.poll()
+            self.ctx.observe_poll(time.perf_counter() - t0)
+            self.last_poll_ns = time.time_ns()
+            await self.emit(readings)
+            self._recovered()
+
+    def status(self) -> dict[str, Any]:
+        driver_status = {}
+        if self.driver is not None:
+            with contextlib.suppress(Exception):
+                driver_status = self.driver.status()
+        return {
+            "driver": self.config.driver,
+            "state": "failing" if self.failing else ("running" if self.driver else "restarting"),
+            "error": self.failing,
+            "restarts": self.restarts,
+            "readings": self.readings_total,
+            "devices_down": sorted(self.ctx._down),
+            **({"detail": driver_status} if driver_status else {}),
+        }

@@ -1,0 +1,84 @@
+"""The gateway command as a technician uses it: real subprocesses, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import build_parser
+
+
+def gateway(*args: str, timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd)  # fmt: skip
+
+
+def test_check_accepts_a_valid_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[gateway]\nsite = "s"\nstate_dir = "st"\n[[sources]]\ndriver = "simulated"\nname = "x"\n'
+                   'devices = [{ name = "d" }]\n')  # fmt: skip
+    result = gateway("check", "-c", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout and "1 simulated" in result.stdout
+
+
+def test_check_exits_2_with_file_and_key_path(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[[sources]]\ndriver = "simulated"\nname = "x"\ninterval = "soon"\n'
+                   'devices = [{ name = "d", kind = "lava" }]\n')  # fmt: skip
+    result = gateway("check", "-c", str(cfg))
+    assert result.returncode == 2
+    assert f"{cfg}: sources[0].interval:" in result.stderr
+    assert f"{cfg}: sources[0].devices[0].kind:" in result.stderr
+    assert "2 problem(s)" in result.stderr
+
+
+def test_run_refuses_an_invalid_config_with_exit_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[buffer]\nmax_bytes = "huge"\n')
+    result = gateway("run", "-c", str(cfg), timeout=30)
+    assert result.returncode == 2
+    assert "buffer.max_bytes" in result.stderr and "gateway check" in result.stderr
+
+
+def test_every_command_help_shows_an_example() -> None:
+    parser = build_parser()
+    seen = 0
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, sub in action.choices.items():  # type: ignore[attr-defined]
+                    text = sub.format_help()
+                    assert "example" in text and "gateway" in text.split("example", 1)[1], f"{name} --help"
+                    seen += 1
+                    stack.append(sub)
+    assert seen >= 10
+
+
+def test_version_lists_plugins() -> None:
+    result = gateway("version")
+    assert result.returncode == 0
+    assert "simulated" in result.stdout and "local" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_and_shows_live_readings(tmp_path: Path) -> None:
+    state = tmp_path / "demo"
+    result = gateway("demo", "--duration", "8", "--plain", "--state-dir", str(state), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "latest readings" in result.stdout
+    assert "park-weather" in result.stdout and "temperature" in result.stdout
+    # The data stays queryable afterwards.
+    q = gateway("query", "--state-dir", str(state), "--latest", "--format", "json")
+    assert q.returncode == 0, q.stderr
+    rows = [json.loads(line) for line in q.stdout.splitlines()]
+    assert {"temperature", "pm2_5"} <= {r["quantity"] for r in rows}
+    stats = gateway("buffer", "stats", "--state-dir", str(state), "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["readings"] == 0  # all delivered at a clean stop

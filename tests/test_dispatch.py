@@ -1,0 +1,182 @@
+"""The dispatcher's retry taxonomy, against a scripted sink and a real on-disk buffer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from gateway.buffer import AsyncBuffer
+from gateway.dispatch import SinkDispatcher
+from gateway.metrics import Metrics
+from gateway.model import Reading
+from gateway.scheduling import Backoff
+from gateway.sink import Outcome, SendResult, Sink, SinkConfig
+
+
+def readings(n: int, start: int = 0) -> list[Reading]:
+    return [Reading(ts_ns=1_700_000_000_000_000_000 + i, site="s", gateway="g", device="d", quantity="sequence",
+                    value=i, unit="count") for i in range(start, start + n)]  # fmt: skip
+
+
+class ScriptedSink(Sink):
+    """A sink whose answers are decided by a function of the batch (the test's 'server')."""
+
+    config_model = SinkConfig
+
+    def __init__(self, name: str, answer: object) -> None:
+        super().__init__(SinkConfig(type="scripted", name=name, batch_size=64), site="s", gateway="g")
+        self.answer = answer
+        self.calls: list[list[int]] = []
+        self.stored: list[int] = []
+
+    async def send(self, batch: Sequence[Reading]) -> SendResult:
+        values = [int(r.value) for r in batch]  # type: ignore[arg-type]
+        self.calls.append(values)
+        result: SendResult = self.answer(values, len(self.calls))  # type: ignore[operator]
+        if result.outcome is Outcome.ACCEPTED:
+            self.stored.extend(values)
+        return result
+
+
+async def run_until(predicate: object, *dispatchers: SinkDispatcher, timeout: float = 10) -> None:
+    tasks = [asyncio.create_task(d.run()) for d in dispatchers]
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():  # type: ignore[operator]
+                await asyncio.sleep(0.01)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def buffer(tmp_path: Path):  # type: ignore[no-untyped-def]
+    buf = await AsyncBuffer.open(tmp_path / "buffer.sqlite")
+    yield buf
+    await buf.close()
+
+
+def fast() -> Backoff:
+    return Backoff(initial_s=0.01, cap_s=0.05)
+
+
+async def test_everything_is_delivered_in_order_and_acked(buffer: AsyncBuffer) -> None:
+    sink = ScriptedSink("a", lambda values, call: SendResult.ok())
+    await buffer.set_sinks(["a"])
+    await buffer.append(readings(500))
+    d = SinkDispatcher(sink, buffer, backoff=fast())
+    await run_until(lambda: len(sink.stored) == 500, d)
+    assert sink.stored == list(range(500))
+    assert max(len(c) for c in sink.calls) == 64
+    stats = await buffer.stats()
+    assert stats.readings == 0 and stats.sinks["a"].pending == 0
+
+
+async def test_retry_keeps_everything_and_delivers_after_recovery(buffer: AsyncBuffer) -> None:
+    metrics = Metrics()
+    sink = ScriptedSink(
+        "a", lambda values, call: SendResult(Outcome.RETRY, "503") if call <= 5 else SendResult.ok()
+    )
+    await buffer.set_sinks(["a"])
+    await buffer.append(readings(100))
+    d = SinkDispatcher(sink, buffer, metrics=metrics, backoff=fast())
+    await run_until(lambda: len(sink.stored) == 100, d)
+    assert sink.stored == list(range(100))
+    assert metrics.registry.get_sample_value("gateway_sink_retries_total", {"sink": "a"}) == 5
+    assert metrics.registry.get_sample_value("gateway_sink_up", {"sink": "a"}) == 1
+
+
+async def test_retry_after_hint_is_honoured(buffer: AsyncBuffer) -> None:
+    sink = ScriptedSink(
+        "a", lambda values, call: SendResult(Outcome.RETRY, "429", retry_after_s=0.3) if call == 1 else SendResult.ok()
+    )
+    await buffer.set_sinks(["a"])
+    await buffer.append(readings(3))
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+    original = sink.send
+
+    async def timed(batch: Sequence[Reading]) -> SendResult:
+        times.append(loop.time())
+        return await original(batch)
+
+    sink.send = timed  # type: ignore[method-assign]
+    await run_until(lambda: len(sink.stored) == 3, SinkDispatcher(sink, buffer, backoff=fast()))
+    assert times[1] - times[0] >= 0.29
+
+
+async def test_too_large_splits_the_batch(buffer: AsyncBuffer) -> None:
+    sink = ScriptedSink(
+        "a", lambda values, call: SendResult(Outcome.TOO_LARGE) if len(values) > 10 else SendResult.ok()
+    )
+    await buffer.set_sinks(["a"])
+    await buffer.append(readings(64))
+    await run_until(lambda: len(sink.stored) == 64, SinkDispatcher(sink, buffer, backoff=fast()))
+    assert sink.stored == list(range(64))
+    # 64 -> 32 -> 16 -> 8 (accepted): every half is retried on its own.
+    assert sorted(len(c) for c in sink.calls if len(c) > 10) == [16, 16, 16, 16, 32, 32, 64]
+
+
+async def test_rejected_readings_are_bisected_out_and_dead_lettered(buffer: AsyncBuffer) -> None:
+    poison = {7, 40}
+    metrics = Metrics()
+
+    def answer(values: list[int], call: int) -> SendResult:
+        bad = poison.intersection(values)
+        return SendResult(Outcome.REJECTED, f"unparsable value {sorted(bad)}") if bad else SendResult.ok()
+
+    sink = ScriptedSink("a", answer)
+    await buffer.set_sinks(["a"])
+    await buffer.append(readings(64))
+    d = SinkDispatcher(sink, buffer, metrics=metrics, backoff=fast())
+    await run_until(lambda: len(sink.stored) == 62, d)
+    assert sink.stored == [v for v in range(64) if v not in poison]
+    letters = await buffer.dead_letters("a")
+    assert sorted(int(dl.reading.value) for dl in letters) == sorted(poison)  # type: ignore[arg-type]
+    assert all("unparsable value" in dl.reason for dl in letters)
+    assert metrics.registry.get_sample_value("gateway_sink_dead_lettered_readings_total", {"sink": "a"}) == 2
+    # Bisection costs O(k log n) sends, not one send per reading.
+    assert len(sink.calls) < 30
+
+
+async def test_auth_failure_keeps_readings_and_logs_loudly(buffer: AsyncBuffer, caplog: pytest.LogCaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr("gateway.dispatch.AUTH_RETRY_S", 0.05)
+    sink = ScriptedSink("a", lambda v, call: SendResult(Outcome.AUTH, "401") if call <= 3 else SendResult.ok())
+    await buffer.set_sinks(["a"])
+    await buffer.append(readings(10))
+    await run_until(lambda: len(sink.stored) == 10, SinkDispatcher(sink, buffer, backoff=fast()))
+    assert sink.stored == list(range(10))
+    loud = [r for r in caplog.records if "REJECTS OUR CREDENTIALS" in r.message]
+    assert len(loud) == 1  # once on the transition, then a reminder only every 10 minutes
+
+
+async def test_a_dead_sink_does_not_hold_back_another(buffer: AsyncBuffer) -> None:
+    dead = ScriptedSink("dead", lambda v, c: SendResult(Outcome.RETRY, "connection refused"))
+    alive = ScriptedSink("alive", lambda v, c: SendResult.ok())
+    await buffer.set_sinks(["dead", "alive"])
+    await buffer.append(readings(200))
+    dd = SinkDispatcher(dead, buffer, backoff=fast())
+    da = SinkDispatcher(alive, buffer, backoff=fast())
+    await run_until(lambda: len(alive.stored) == 200, dd, da)
+    stats = await buffer.stats()
+    assert stats.sinks["alive"].pending == 0
+    assert stats.sinks["dead"].pending == 200
+    assert stats.readings == 200  # kept for the dead sink
+
+
+async def test_a_sink_that_raises_is_treated_as_transient(buffer: AsyncBuffer) -> None:
+    def answer(values: list[int], call: int) -> SendResult:
+        if call == 1:
+            raise ConnectionResetError("peer reset")
+        return SendResult.ok()
+
+    sink = ScriptedSink("a", answer)
+    await buffer.set_sinks(["a"])
+    await buffer.append(readings(5))
+    await run_until(lambda: len(sink.stored) == 5, SinkDispatcher(sink, buffer, backoff=fast()))
+    assert sink.stored == list(range(5))
