@@ -115,6 +115,20 @@ class DurableBuffer:
         return fd
 
     def _recover(self) -> None:
+        if self.read_only:
+            # Another process writes: read every table from one snapshot.
+            in_tx = self._conn.in_transaction
+            if not in_tx:
+                self._conn.execute("BEGIN")
+            try:
+                self._recover_snapshot()
+            finally:
+                if not in_tx:
+                    self._conn.execute("COMMIT")
+        else:
+            self._recover_snapshot()
+
+    def _recover_snapshot(self) -> None:
         conn = self._conn
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
         count, total, first = conn.execute("SELECT count(*), coalesce(sum(size), 0), min(id) FROM readings").fetchone()

@@ -35,6 +35,7 @@ log = logging.getLogger("gateway.daemon")
 
 STATUS_FILE = "status.json"
 STATUS_EVERY_S = 1.0
+SHUTDOWN_DRAIN_S = 3.0
 
 
 class Daemon:
@@ -174,6 +175,7 @@ class Daemon:
             self._writer_task.cancel()  # the writer flushes its queue on cancellation
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
+        await self._drain_for(SHUTDOWN_DRAIN_S)
         await self._stop_sinks()
         if self.buffer is not None:
             with contextlib.suppress(Exception):
@@ -183,8 +185,25 @@ class Daemon:
             self.buffer = None
         log.info("gateway stopped")
 
+    async def _drain_for(self, seconds: float) -> None:
+        """On a clean stop, give healthy sinks a moment to take what was just committed."""
+        if self.buffer is None:
+            return
+        deadline = time.monotonic() + seconds
+        self._notify_sinks()
+        while time.monotonic() < deadline:
+            try:
+                stats = await self.buffer.stats()
+            except Exception:
+                return
+            pending = [n for n, s in stats.sinks.items() if s.pending and n in self.dispatchers
+                       and not self.dispatchers[n].failing]
+            if not pending:
+                return
+            await asyncio.sleep(0.05)
+
     def _notify_sinks(self) -> None:
-        for dispatcher in self.dispatchers.values():
+        for dispatcher in list(self.dispatchers.values()):  # a reload may swap them meanwhile
             dispatcher.notify()
 
     # --- main loop: status, watchdog, reload ----------------------------------

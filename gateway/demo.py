@@ -34,6 +34,7 @@ def collect_parts(workdir: Path) -> list[DemoPart]:
     parts = []
     for name, factory in plugins.load_all(plugins.DEMOS).items():
         try:
+            (workdir / name).mkdir(parents=True, exist_ok=True)
             part = factory(workdir / name)
         except Exception:
             log.exception("demo part %s failed to build; the demo goes on without it", name)

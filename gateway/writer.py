@@ -66,7 +66,10 @@ class BufferWriter:
                 except TimeoutError:
                     pass
                 self._wake.clear()
-                await self.flush()
+                try:
+                    await self.flush()
+                except Exception:  # keep committing whatever comes next
+                    log.exception("buffer flush failed")
         finally:
             self._closed = True
             await asyncio.shield(self.flush())
@@ -106,7 +109,10 @@ class BufferWriter:
         for _, fut in pending:
             if not fut.done():
                 fut.set_result(None)
-        self.on_commit()
+        try:
+            self.on_commit()
+        except Exception:  # a wake-up hook must never stop the writer
+            log.exception("on_commit hook failed")
 
 
 class BufferCommitError(RuntimeError):
