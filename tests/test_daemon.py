@@ -101,29 +101,47 @@ async def test_a_failing_driver_is_restarted_and_does_not_stop_the_others(tmp_pa
         assert sorted(values) == list(range(len(values)))
 
 
-async def test_reload_applies_a_valid_config_and_keeps_the_old_one_when_invalid(tmp_path: Path) -> None:
-    path = write_config(tmp_path / "gw.toml", tmp_path / "state", seq_source("a"))
-    metrics = Metrics()
-    daemon = Daemon(load_config(path), metrics=metrics, serve_metrics=False)
-    task = asyncio.create_task(daemon.run())
-    await wait_for(lambda: "a" in daemon.supervisors and daemon.supervisors["a"].readings_total > 10)
+def test_sighup_reload_applies_a_valid_config_and_keeps_the_old_one_when_invalid(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
 
-    write_config(path, tmp_path / "state", seq_source("a") + seq_source("added"))
-    daemon.request_reload()
-    await wait_for(lambda: "added" in daemon.supervisors and daemon.supervisors["added"].readings_total > 10)
+    state = tmp_path / "state"
+    path = write_config(tmp_path / "gw.toml", state, seq_source("a"))
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(path)], stderr=subprocess.PIPE, text=True)
 
-    path.write_text(path.read_text().replace('driver = "simulated"', 'driver = "simulatd"', 1))
-    assert await daemon.reload() is False
-    assert set(daemon.supervisors) == {"a", "added"}  # still running the previous config
-    before = daemon.supervisors["a"].readings_total
-    await wait_for(lambda: daemon.supervisors["a"].readings_total > before + 10)
-    daemon.request_stop()
-    await task
+    def status() -> dict[str, object]:
+        try:
+            return json.loads((state / "status.json").read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {}
 
-    assert metrics.registry.get_sample_value("gateway_config_reloads_total", {"outcome": "ok"}) == 1
-    assert metrics.registry.get_sample_value("gateway_config_reloads_total", {"outcome": "invalid"}) == 1
-    # Nothing committed was lost across the reload: every run of every source is contiguous.
-    runs = runs_in_store(tmp_path / "state" / "local.sqlite")
-    assert len([1 for dev, _ in runs if dev == "a-dev"]) == 2  # restarted once by the reload
-    for values in runs.values():
+    def wait(predicate: object, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():  # type: ignore[operator]
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.1)
+
+    try:
+        wait(lambda: set(status().get("sources", {})) == {"a"})  # type: ignore[arg-type]
+        write_config(path, state, seq_source("a") + seq_source("added"))
+        proc.send_signal(signal.SIGHUP)
+        wait(lambda: set(status().get("sources", {})) == {"a", "added"})  # type: ignore[arg-type]
+        path.write_text(path.read_text().replace('driver = "simulated"', 'driver = "simulatd"', 1))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        assert set(status()["sources"]) == {"a", "added"}  # type: ignore[arg-type]  # old config kept
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    assert "KEEPING THE OLD CONFIG RUNNING" in err and "sources[0].driver" in err
+    runs = runs_in_store(state / "local.sqlite")
+    assert {dev for dev, _ in runs} == {"a-dev", "added-dev"}
+    for values in runs.values():  # nothing committed was lost across the reloads
         assert sorted(values) == list(range(len(values)))
