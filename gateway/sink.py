@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,39 @@ class SendResult:
     @classmethod
     def ok(cls) -> SendResult:
         return cls(Outcome.ACCEPTED)
+
+
+class SinkHealth:
+    """What a sink remembers of its last outcomes, for ``status()``.
+
+    Logging the transitions (once into failure, once on recovery) is the
+    dispatcher's job (``gateway.dispatch``); sinks log here only at debug level
+    so the log does not say everything twice.
+    """
+
+    def __init__(self, name: str, logger: logging.Logger) -> None:
+        self.name = name
+        self.logger = logger
+        self.failing: Outcome | None = None
+        self.last_error = ""
+
+    def record(self, result: SendResult) -> SendResult:
+        if result.outcome is Outcome.ACCEPTED:
+            if self.failing is not None:
+                self.logger.debug("sink %s: recovered", self.name)
+            self.failing = None
+        elif result.outcome in (Outcome.RETRY, Outcome.AUTH):
+            self.last_error = result.detail
+            if self.failing is not result.outcome:
+                self.logger.debug("sink %s: %s (%s)", self.name, result.outcome.value, result.detail)
+            self.failing = result.outcome
+        else:
+            # REJECTED / TOO_LARGE concern the batch, not the server.
+            self.last_error = result.detail
+        return result
+
+    def status(self) -> dict[str, Any]:
+        return {"failing": self.failing.value if self.failing else None, "last_error": self.last_error}
 
 
 class SinkConfig(BaseModel):

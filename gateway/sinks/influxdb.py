@@ -26,7 +26,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from gateway.config_types import Duration, resolve_secret
 from gateway.encoding import EncodingError, LineProtocolEncoder
 from gateway.model import Reading
-from gateway.sink import Outcome, SendResult, Sink, SinkConfig
+from gateway.sink import Outcome, SendResult, Sink, SinkConfig, SinkHealth
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,7 @@ class InfluxDBSink(Sink):
         self._encoder = LineProtocolEncoder()
         self._client: InfluxDBClientAsync | None = None
         self._write_api: WriteApiAsync | None = None
-        self._failing: Outcome | None = None
-        self._last_error = ""
+        self._health = SinkHealth(self.name, log)
 
     async def open(self) -> None:
         """Build the HTTP client. No request is made, so a dead server cannot fail this."""
@@ -163,25 +162,7 @@ class InfluxDBSink(Sink):
         return self._outcome(SendResult.ok())
 
     def _outcome(self, result: SendResult) -> SendResult:
-        """Remember the failure state for ``status()``.
-
-        Logging the transitions (once into failure, once on recovery) is the
-        dispatcher's job (``gateway.dispatch``); here only at debug level so
-        the log does not say everything twice.
-        """
-        if result.outcome is Outcome.ACCEPTED:
-            if self._failing is not None:
-                log.debug("sink %s: recovered", self.name)
-            self._failing = None
-        elif result.outcome in (Outcome.RETRY, Outcome.AUTH):
-            self._last_error = result.detail
-            if self._failing is not result.outcome:
-                log.debug("sink %s: %s (%s)", self.name, result.outcome.value, result.detail)
-            self._failing = result.outcome
-        else:
-            # REJECTED / TOO_LARGE concern the batch, not the server.
-            self._last_error = result.detail
-        return result
+        return self._health.record(result)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -193,6 +174,5 @@ class InfluxDBSink(Sink):
         return {
             "url": self.cfg.url,
             "bucket": self.cfg.bucket,
-            "failing": self._failing.value if self._failing else None,
-            "last_error": self._last_error,
+            **self._health.status(),
         }

@@ -31,7 +31,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from gateway.config_types import Duration, resolve_secret
 from gateway.encoding import EncodingError, dumps_compact, group_for_senml, reading_json, senml_pack
 from gateway.model import Reading
-from gateway.sink import Outcome, SendResult, Sink, SinkConfig
+from gateway.sink import Outcome, SendResult, Sink, SinkConfig, SinkHealth
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +172,7 @@ class MQTTSink(Sink):
         self._password: str | None = None
         self._tls: ssl.SSLContext | None = None
         self._opened = False
-        self._failing: Outcome | None = None
-        self._last_error = ""
+        self._health = SinkHealth(self.name, log)
         self._topics: dict[tuple[str, ...], str] = {}
         self.status_topic = (
             config.status_topic.format(site=topic_level(site), gateway=topic_level(gateway))
@@ -313,25 +312,7 @@ class MQTTSink(Sink):
         return self._outcome(SendResult(Outcome.RETRY, problem))
 
     def _outcome(self, result: SendResult) -> SendResult:
-        """Remember the failure state for ``status()``.
-
-        Logging the transitions (once into failure, once on recovery) is the
-        dispatcher's job (``gateway.dispatch``); here only at debug level so
-        the log does not say everything twice.
-        """
-        if result.outcome is Outcome.ACCEPTED:
-            if self._failing is not None:
-                log.debug("sink %s: recovered", self.name)
-            self._failing = None
-        elif result.outcome in (Outcome.RETRY, Outcome.AUTH):
-            self._last_error = result.detail
-            if self._failing is not result.outcome:
-                log.debug("sink %s: %s (%s)", self.name, result.outcome.value, result.detail)
-            self._failing = result.outcome
-        else:
-            # REJECTED / TOO_LARGE concern the batch, not the server.
-            self._last_error = result.detail
-        return result
+        return self._health.record(result)
 
     async def close(self) -> None:
         """Publish ``offline`` (retained) and disconnect cleanly, so the Will is not needed."""
@@ -347,6 +328,5 @@ class MQTTSink(Sink):
         return {
             "host": self.cfg.host,
             "connected": self._conn is not None and not self._conn.lost.done(),
-            "failing": self._failing.value if self._failing else None,
-            "last_error": self._last_error,
+            **self._health.status(),
         }
