@@ -117,7 +117,7 @@ def test_sighup_reload_applies_a_valid_config_and_keeps_the_old_one_when_invalid
         except (OSError, ValueError):
             return {}
 
-    def wait(predicate: object, timeout: float = 20) -> None:
+    def wait(predicate: object, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():  # type: ignore[operator]
             assert time.monotonic() < deadline, "timed out"
