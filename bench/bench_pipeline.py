@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.buffer import AsyncBuffer  # noqa: E402
-from gateway.dispatch import SinkDispatcher  # noqa: E402
-from gateway.model import Reading  # noqa: E402
-from gateway.sink import Sink  # noqa: E402
-from gateway.sinks.local import LocalSink, LocalSinkConfig  # noqa: E402
-from gateway.writer import BufferWriter  # noqa: E402
+from gateway.buffer import AsyncBuffer
+from gateway.dispatch import SinkDispatcher
+from gateway.model import Reading
+from gateway.sink import Sink
+from gateway.sinks.local import LocalSink, LocalSinkConfig
+from gateway.writer import BufferWriter
 
 DEVICES = 50
 QUANTITIES = ("temperature", "relative_humidity", "pm2_5", "pm10")
@@ -134,8 +134,8 @@ async def main() -> None:
             print(f"local sink, sync={sync:6}: {n / wall:10,.0f} readings/s  "
                   f"({cpu / n * 1e5:.2f} CPU s per 100k, {cpu / wall:.2f} cores)")  # fmt: skip
         if not args.skip_vm:
-            from gateway.sinks.influxdb import InfluxDBSink  # noqa: PLC0415
-            from tests.servers import VictoriaMetrics, running  # noqa: PLC0415
+            from gateway.sinks.influxdb import InfluxDBSink
+            from tests.servers import VictoriaMetrics, running
 
             with running(VictoriaMetrics(state / "vm")) as vm:
                 def influx() -> Sink:

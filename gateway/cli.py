@@ -16,7 +16,9 @@ DEFAULT_CONFIG = os.environ.get("GATEWAY_CONFIG", "/etc/gateway/gateway.toml")
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
-def _parser(name: str, sub: argparse._SubParsersAction, help_: str, example: str) -> argparse.ArgumentParser:
+def _parser(
+    name: str, sub: argparse._SubParsersAction[argparse.ArgumentParser], help_: str, example: str
+) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         name,
         help=help_,
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true", help="no screen refresh (append lines), e.g. when piped")
     p.set_defaults(func=cmd_demo)
 
-    from gateway import cli_data  # noqa: PLC0415 - keeps `gateway run` start-up lean
+    from gateway import cli_data
 
     cli_data.register(sub, _parser, _add_config)
 
@@ -84,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config  # noqa: PLC0415
-    from gateway.daemon import Daemon  # noqa: PLC0415
-    from gateway.logsetup import setup_logging  # noqa: PLC0415
+    from gateway.config import ConfigError, load_config
+    from gateway.daemon import Daemon
+    from gateway.logsetup import setup_logging
 
     try:
         config = load_config(args.config)
@@ -102,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config  # noqa: PLC0415
+    from gateway.config import ConfigError, load_config
 
     try:
         config = load_config(args.config)
@@ -122,7 +124,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo  # noqa: PLC0415
+    from gateway.demo import run_demo
 
     return run_demo(args)
 

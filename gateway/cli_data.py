@@ -20,7 +20,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 STALE_AFTER_S = 10.0
 
 
-def register(sub: argparse._SubParsersAction, make: Callable[..., argparse.ArgumentParser],
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], make: Callable[..., argparse.ArgumentParser],
              add_config: Callable[[argparse.ArgumentParser], None]) -> None:  # fmt: skip
     def common(p: argparse.ArgumentParser) -> None:
         add_config(p)
@@ -54,7 +54,9 @@ def register(sub: argparse._SubParsersAction, make: Callable[..., argparse.Argum
 
     buf = make("buffer", sub, "inspect the durable buffer", "gateway buffer stats -c gw.toml")
     buf_sub = buf.add_subparsers(dest="buffer_command", metavar="COMMAND", required=True)
-    p = make("stats", buf_sub, "buffer depth, bytes, oldest reading, per-sink progress", "gateway buffer stats -c gw.toml")
+    p = make(
+        "stats", buf_sub, "buffer depth, bytes, oldest reading, per-sink progress", "gateway buffer stats -c gw.toml"
+    )
     common(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_buffer_stats)
@@ -79,7 +81,7 @@ def _paths(args: argparse.Namespace) -> _Paths | int:
     if args.state_dir is not None:
         d = Path(args.state_dir)
         return _Paths(d, d / "buffer.sqlite", d / "local.sqlite")
-    from gateway.config import ConfigError, load_config  # noqa: PLC0415
+    from gateway.config import ConfigError, load_config
 
     try:
         config = load_config(args.config)
@@ -132,7 +134,7 @@ def reading_dict(r: Reading) -> dict[str, Any]:
 
 
 def _open_store(paths: _Paths) -> Any:
-    from gateway.sinks.local import LocalStore  # noqa: PLC0415
+    from gateway.sinks.local import LocalStore
 
     if not paths.local.exists():
         print(f"no local store at {paths.local}: is a `local` sink configured and has the gateway run?",
@@ -257,7 +259,7 @@ def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
 
 
 def _open_buffer(paths: _Paths) -> Any:
-    from gateway.buffer import DurableBuffer  # noqa: PLC0415
+    from gateway.buffer import DurableBuffer
 
     if not paths.buffer.exists():
         print(f"no buffer at {paths.buffer}: has the gateway run with this config?", file=sys.stderr)

@@ -77,7 +77,7 @@ class Daemon:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        installed: list[int] = []
+        installed: list[signal.Signals] = []
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
                              (signal.SIGHUP, self.request_reload)):  # fmt: skip
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -213,7 +213,8 @@ class Daemon:
         last_watchdog = 0.0
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_event(), STATUS_EVERY_S)
+                async with asyncio.timeout(STATUS_EVERY_S):
+                    await self._wait_event()
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 await self.reload()
@@ -221,7 +222,8 @@ class Daemon:
             try:
                 # Also proves that the loop and the buffer thread are alive, so the
                 # watchdog ping below is earned, not sent by a wedged process.
-                self.metrics.buffer_collector.stats = await asyncio.wait_for(self.buffer.stats(), 30)
+                async with asyncio.timeout(30):
+                    self.metrics.buffer_collector.stats = await self.buffer.stats()
                 await self._write_status()
             except Exception:
                 log.exception("cannot read buffer stats")

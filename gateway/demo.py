@@ -55,7 +55,7 @@ def demo_config(state_dir: Path, parts: list[DemoPart], metrics_port: int | None
 
 
 def _free_port() -> int | None:
-    import socket  # noqa: PLC0415
+    import socket
 
     with socket.socket() as s:
         try:
@@ -102,7 +102,8 @@ async def _demo(state_dir: Path, duration: float | None, *, plain: bool) -> int:
         print(f"  query it: gateway query --state-dir {state_dir} --latest   (Ctrl-C stops the demo)\n")
         deadline = None if duration is None else time.monotonic() + duration
         while not task.done() and (deadline is None or time.monotonic() < deadline):
-            await asyncio.sleep(REFRESH_S if deadline is None else min(REFRESH_S, max(0.0, deadline - time.monotonic())))
+            left = REFRESH_S if deadline is None else max(0.0, deadline - time.monotonic())
+            await asyncio.sleep(min(REFRESH_S, left))
             _show(state_dir, daemon, plain=plain)
         daemon.request_stop()
         await task

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.aio import wait_event
 from gateway.buffer import AsyncBuffer, BufferedReading
 from gateway.metrics import Metrics
 from gateway.scheduling import Backoff
@@ -66,7 +67,8 @@ class SinkDispatcher:
             await self._loop()
         finally:
             try:
-                await asyncio.wait_for(asyncio.shield(self.sink.close()), 10)
+                async with asyncio.timeout(10):
+                    await asyncio.shield(self.sink.close())
             except Exception:
                 log.exception("sink %s did not close cleanly", self.name)
 
@@ -75,10 +77,7 @@ class SinkDispatcher:
         while True:
             if not batch:
                 self._new_data.clear()
-                try:
-                    await asyncio.wait_for(self._new_data.wait(), IDLE_WAIT_S)
-                except TimeoutError:
-                    pass
+                await wait_event(self._new_data, IDLE_WAIT_S)
                 batch = await self.buffer.take(self.name, self.batch_size)
                 continue
             # Read the next batch while this one is on the wire.

@@ -118,8 +118,8 @@ class Driver(abc.ABC):
         self.config = config
         self.ctx = ctx
 
-    @classmethod
-    def validate(cls, config: SourceConfig) -> None:  # noqa: B027 - optional hook
+    @classmethod  # noqa: B027 - optional hook
+    def validate(cls, config: SourceConfig) -> None:
         """Checks beyond the pydantic model (cross-field, profile lookups). Pure.
 
         Raise ``ValueError`` with a message; the core reports it with the file and

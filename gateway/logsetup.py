@@ -5,12 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import ClassVar
 
 
 class _JournalFormatter(logging.Formatter):
     """Prefix lines with the syslog priority (<3> error...) so journald filters by level."""
 
-    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+    PRIORITY: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)

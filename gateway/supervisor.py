@@ -120,7 +120,8 @@ class SourceSupervisor:
                     self.backoff.reset()
             finally:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(driver.close()), 10)
+                    async with asyncio.timeout(10):
+                        await asyncio.shield(driver.close())
                 self.driver = None
             await asyncio.sleep(self.backoff.next_delay())
 

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from gateway.aio import wait_event
 from gateway.buffer import AsyncBuffer
 from gateway.metrics import Metrics
 from gateway.model import Reading
@@ -61,10 +62,7 @@ class BufferWriter:
         """Flush loop; on cancellation, flushes what is queued before returning."""
         try:
             while True:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, self.flush_interval_s)
                 self._wake.clear()
                 try:
                     await self.flush()

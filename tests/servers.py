@@ -39,9 +39,7 @@ def find_binary(name: str, *extra: str) -> str:
         path = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
         if path:
             return path
-    raise FileNotFoundError(
-        f"{name} is not installed: run scripts/test (it installs it) or apt-get install {name}"
-    )
+    raise FileNotFoundError(f"{name} is not installed: run scripts/test (it installs it) or apt-get install {name}")
 
 
 class _Server:
@@ -150,10 +148,12 @@ class VictoriaMetrics(_Server):
         _wait_for_port(self.port)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp,
+            ):
+                if resp.status == 200:
+                    return
             time.sleep(0.05)
         raise TimeoutError("VictoriaMetrics did not become healthy")
 

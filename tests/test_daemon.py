@@ -109,7 +109,8 @@ def test_sighup_reload_applies_a_valid_config_and_keeps_the_old_one_when_invalid
 
     state = tmp_path / "state"
     path = write_config(tmp_path / "gw.toml", state, seq_source("a"))
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(path)], stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-m", "gateway", "run", "-c", str(path)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
 
     def status() -> dict[str, object]:
         try:

@@ -180,3 +180,22 @@ async def test_a_sink_that_raises_is_treated_as_transient(buffer: AsyncBuffer) -
     await buffer.append(readings(5))
     await run_until(lambda: len(sink.stored) == 5, SinkDispatcher(sink, buffer, backoff=fast()))
     assert sink.stored == list(range(5))
+
+
+@pytest.mark.parametrize("steps", range(6))
+async def test_a_dispatcher_woken_as_it_is_cancelled_still_stops(buffer: AsyncBuffer, steps: int) -> None:
+    # Python 3.11's asyncio.wait_for swallows a cancellation that lands in the loop
+    # iteration where the awaited event fires; the daemon then hung at shutdown.
+    sink = ScriptedSink("a", lambda values, call: SendResult.ok())
+    await buffer.set_sinks(["a"])
+    d = SinkDispatcher(sink, buffer, backoff=fast())
+    task = asyncio.create_task(d.run())
+    for _ in range(20):  # let it reach its idle wait
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    d.notify()
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=3)
+    assert task in done and task.cancelled()

@@ -6,7 +6,6 @@ and no duplicate in the stored series.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from gateway.scheduling import Backoff, aligned_ticks, next_aligned_tick
@@ -23,7 +24,7 @@ async def test_ticks_land_on_the_grid_without_drift() -> None:
             break
     grid = [round(t / interval) * interval for t, _, _ in ticks]
     assert all(abs(t - g) < 1e-6 for (t, _, _), g in zip(ticks, grid, strict=True))
-    steps = {round((b[0] - a[0]) / interval) for a, b in zip(ticks, ticks[1:], strict=False)}
+    steps = {round((b[0] - a[0]) / interval) for a, b in itertools.pairwise(ticks)}
     assert steps == {1}
     assert all(fired >= tick - 1e-3 for tick, fired, _ in ticks)
     # No drift: the 12th tick is exactly 11 intervals after the first.

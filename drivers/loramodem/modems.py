@@ -56,7 +56,9 @@ class Modem:
         self.writer = writer
 
     async def read_line(self, timeout: float | None) -> str:
-        raw = await asyncio.wait_for(self.reader.readline(), timeout) if timeout else await self.reader.readline()
+        # asyncio.timeout, not wait_for: see gateway/aio.py (3.11 can swallow a cancellation).
+        async with asyncio.timeout(timeout):
+            raw = await self.reader.readline()
         if not raw:
             raise ModemError("port_closed", "the serial port was closed")
         return raw.decode("ascii", "replace").strip()

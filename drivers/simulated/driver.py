@@ -54,6 +54,7 @@ class SimulatedDriver(PolledDriver):
         self.random = random.Random(config.seed)
         self.polls = 0
         self.sequence = 0
+        self._next_sequence_ts = 0
         self.run_id = uuid.uuid4().hex[:12]
         self.energy_kwh = {d.name: 1000.0 + self.random.uniform(0, 500) for d in config.devices}
 
@@ -83,7 +84,13 @@ class SimulatedDriver(PolledDriver):
         r = self.ctx.reading
         return [
             r(device, "temperature", round(14 + 6 * day + self._noise(0.2), 2), "Cel", ts_ns=now),
-            r(device, "relative_humidity", round(min(100, max(0, 65 - 15 * day + self._noise(1))), 1), "%RH", ts_ns=now),
+            r(
+                device,
+                "relative_humidity",
+                round(min(100, max(0, 65 - 15 * day + self._noise(1))), 1),
+                "%RH",
+                ts_ns=now,
+            ),
             r(device, "pressure", round(1013 + self._noise(0.5), 1), "hPa", ts_ns=now),
         ]
 
@@ -113,10 +120,16 @@ class SimulatedDriver(PolledDriver):
     def _sequence(self, device: str, now: int) -> list[Reading]:
         out = []
         tags = {"run": self.run_id}
+        # Distinct, increasing millisecond timestamps within a run, also across polls
+        # that come less than readings_per_poll ms apart (a late tick followed by an
+        # on-time one): VictoriaMetrics keeps ms precision and deduplicates samples
+        # of a series that share a millisecond.
+        ts = max(now, self._next_sequence_ts)
         for i in range(self.sim.readings_per_poll):
-            # Distinct millisecond timestamps: VictoriaMetrics keeps ms precision.
-            out.append(self.ctx.reading(device, "sequence", self.sequence, "count", ts_ns=now + i * 1_000_000, tags=tags))
+            ts_i = ts + i * 1_000_000
+            out.append(self.ctx.reading(device, "sequence", self.sequence, "count", ts_ns=ts_i, tags=tags))
             self.sequence += 1
+        self._next_sequence_ts = ts + self.sim.readings_per_poll * 1_000_000
         return out
 
     def status(self) -> dict[str, object]:

@@ -9,6 +9,7 @@ at-least-once replay after a crash stores no duplicates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -102,7 +103,8 @@ class LocalStore:
         limit: int = 1000,
         newest_first: bool = False,
     ) -> list[StoredPoint]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         for column, value in (("device", device), ("quantity", quantity)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -191,10 +193,8 @@ class LocalSink(Sink):
             self._store = LocalStore(self.path)
 
     async def open(self) -> None:
-        try:
+        with contextlib.suppress(OSError, sqlite3.Error):  # reported by send() as RETRY, with the reason
             await self._call(self._open_sync)
-        except (OSError, sqlite3.Error):
-            pass  # reported by send() as RETRY, with the reason
 
     def _send_sync(self, batch: Sequence[Reading]) -> None:
         self._open_sync()
