@@ -8,6 +8,7 @@ same port and data directory.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import shutil
 import socket
@@ -107,6 +108,9 @@ class Mosquitto(_Server):
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
+            # Run as root, mosquitto drops to user 'mosquitto', which cannot write the
+            # test's directory: persistence then fails silently and sessions die with it.
+            f"user {getpass.getuser()}\n"
             "autosave_interval 1\n"
             "max_queued_messages 100000\n"
             "log_type error\nlog_type warning\n"

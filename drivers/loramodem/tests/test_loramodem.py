@@ -141,7 +141,9 @@ async def test_wrong_modem_type_goes_down_once_and_keeps_retrying(running: Calla
     run = Run(emulator, modem="rak3172", codec="elsys")  # a RAK config on an RN2483
     task = asyncio.create_task(run.driver.run(run.emit))
     try:
-        await wait_for(lambda: emulator.stats.commands.count("AT") >= 2, timeout=10)
+        # The emulator counts a command when it arrives, the driver its refusal a moment later.
+        await wait_for(lambda: emulator.stats.commands.count("AT") >= 2 and run.errors["command_refused"] >= 2,
+                       timeout=10)  # fmt: skip
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
