@@ -15,12 +15,10 @@ and strings with lone surrogates (not valid UTF-8).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Final
 
 from gateway.model import Quality, Reading, Value
+from gateway.tags import encode_tags
 
 KIND_PLAIN: Final = 0  # int, float or str exactly as SQLite returns it
 KIND_BOOL: Final = 1
@@ -36,7 +34,6 @@ _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
 _QUALITIES: Final = tuple(Quality)
-_EMPTY_TAGS: Final[Mapping[str, str]] = MappingProxyType({})
 
 SqlValue = int | float | str | bytes | None
 SeriesKey = tuple[str, str, str, str, str, str]  # site, gateway, device, quantity, unit, tags text
@@ -64,16 +61,6 @@ def from_sql_text(stored: str | bytes) -> str:
     return stored if isinstance(stored, str) else stored.decode("utf-8", "surrogatepass")
 
 
-def encode_tags(tags: Mapping[str, str]) -> str:
-    # ensure_ascii (the default) escapes lone surrogates, so the text is always
-    # valid UTF-8; sort_keys makes equal tag sets share one series.
-    return json.dumps(dict(tags), sort_keys=True, separators=(",", ":"))
-
-
-def decode_tags(text: str) -> Mapping[str, str]:
-    if not text:
-        return _EMPTY_TAGS
-    return MappingProxyType(json.loads(text))
 
 
 def encode_value(value: Value) -> tuple[SqlValue, int, int]:

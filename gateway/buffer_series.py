@@ -6,7 +6,8 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Final
 
-from gateway.buffer_codec import SeriesKey, decode_tags, encode_tags, from_sql_text, series_size, to_sql_text
+from gateway.buffer_codec import SeriesKey, from_sql_text, series_size, to_sql_text
+from gateway.tags import TagsTextCache, decode_tags
 
 # Bounds the caches when tags vary per reading (each distinct tag set is a
 # series); past this the caches start again from empty and refill from SQLite.
@@ -29,19 +30,7 @@ class SeriesTable:
         self.by_key: dict[SeriesKey, tuple[int, int]] = {}
         self._by_id: dict[int, SeriesFields] = {}
         self._created: list[tuple[SeriesKey, int]] = []
-        # Tag mappings are immutable by contract, so one encoded text per
-        # mapping object; the object is kept so that its id() is not reused.
-        self._tag_text: dict[int, tuple[Mapping[str, str], str]] = {}
-
-    def tags_text(self, tags: Mapping[str, str]) -> str:
-        hit = self._tag_text.get(id(tags))
-        if hit is not None and hit[0] is tags:
-            return hit[1]
-        text = encode_tags(tags)
-        if len(self._tag_text) >= _CACHE_MAX:
-            self._tag_text.clear()
-        self._tag_text[id(tags)] = (tags, text)
-        return text
+        self.tags_text = TagsTextCache()
 
     def lookup(self, key: SeriesKey) -> tuple[int, int]:
         """(id, logical size) of a series, inserting it if new. Call inside a write transaction."""

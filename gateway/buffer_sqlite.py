@@ -38,7 +38,7 @@ from gateway.buffer_types import (
     SinkStats,
     UnknownSinkError,
 )
-from gateway.model import Reading
+from gateway.model import Reading, make_reading
 
 log = logging.getLogger("gateway.buffer")
 
@@ -375,7 +375,7 @@ class DurableBuffer:
                 value = decode_value(value, kind)
             append(
                 BufferedReading(
-                    row_id, Reading(ts_ns, site, gateway, device, quantity, value, unit, tags, quality_of(quality))
+                    row_id, make_reading(ts_ns, site, gateway, device, quantity, value, unit, tags, quality_of(quality))
                 )
             )
         return out

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from gateway.model import Reading
 
 
-@dataclass(frozen=True, slots=True)
-class BufferedReading:
-    """A reading as stored: ``id`` grows with every append and is never reused."""
+class BufferedReading(NamedTuple):
+    """A reading as stored: ``id`` grows with every append and is never reused.
+
+    A NamedTuple, not a frozen dataclass like the rest: one is built per reading
+    taken from the buffer, and a tuple costs 0.2 us against 1 us.
+    """
 
     id: int
     reading: Reading

@@ -23,7 +23,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.config_types import Duration
-from gateway.model import Quality, Reading, Value, now_ns
+from gateway.model import Quality, Reading, Value, make_reading, now_ns
+from gateway.tags import EMPTY_TAGS
 
 Emit = Callable[[Sequence[Reading]], Awaitable[None]]
 """Push readings into the pipeline. Returns once they are committed to the
@@ -69,16 +70,16 @@ class DriverContext:
         tags: Mapping[str, str] | None = None,
         quality: Quality = Quality.GOOD,
     ) -> Reading:
-        return Reading(
-            ts_ns=now_ns() if ts_ns is None else ts_ns,
-            site=self.site,
-            gateway=self.gateway,
-            device=device,
-            quantity=quantity,
-            value=value,
-            unit=unit,
-            tags=tags if tags is not None else {},
-            quality=quality,
+        return make_reading(
+            now_ns() if ts_ns is None else ts_ns,
+            self.site,
+            self.gateway,
+            device,
+            quantity,
+            value,
+            unit,
+            tags if tags is not None else EMPTY_TAGS,
+            quality,
         )
 
     def count_error(self, kind: str, device: str = "") -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -46,6 +46,11 @@ class _BufferCollector(Collector):
         dropped.add_metric(["drop_oldest"], stats.dropped_oldest_total)
         dropped.add_metric(["drop_newest"], stats.dropped_newest_total)
         yield dropped
+        yield CounterMetricFamily(
+            "gateway_buffer_disk_full_events",
+            "Writes to the buffer that met a full disk since the daemon started (see docs/durability.md)",
+            value=stats.disk_full_events,
+        )
         pending = GaugeMetricFamily("gateway_sink_pending_readings", "Readings not yet sent, per sink", labels=["sink"])
         lag = GaugeMetricFamily(
             "gateway_sink_lag_seconds", "Age of the oldest reading a sink has not yet acknowledged", labels=["sink"]

@@ -95,6 +95,22 @@ _TABLE: tuple[Quantity, ...] = (
     Quantity("acceleration_y", "m/s2", "acceleration on the Y axis"),
     Quantity("acceleration_z", "m/s2", "acceleration on the Z axis"),
     Quantity("status", "/", "device-specific status or error code"),
+    Quantity("angular_velocity_x", "rad/s", "angular velocity about the X axis"),
+    Quantity("angular_velocity_y", "rad/s", "angular velocity about the Y axis"),
+    Quantity("angular_velocity_z", "rad/s", "angular velocity about the Z axis"),
+    Quantity("motion_count", "count", "motion events (PIR or accelerometer) since the previous reading"),
+    Quantity("pulse_count_delta", "count", "pulses since the previous reading"),
+    Quantity("water_leak", "/", "water leak sensor level, device units (0 = dry)"),
+    Quantity("link_margin", "dB", "LoRaWAN demodulation margin reported by the device (DevStatusAns)"),
+    # Cayenne LPP's generic types: meaning depends on the device
+    Quantity("percentage", "%", "a percentage (Cayenne LPP type 120)"),
+    Quantity("concentration", "ppm", "a gas concentration (Cayenne LPP type 125)"),
+    Quantity("direction", "deg", "a direction, degrees (Cayenne LPP type 132)"),
+    Quantity("generic", "/", "an unsigned value without unit (Cayenne LPP type 100)"),
+    Quantity("unixtime", "s", "a Unix time sent by the device (Cayenne LPP type 133)"),
+    Quantity("colour_r", "/", "red component, 0-255 (Cayenne LPP type 135)"),
+    Quantity("colour_g", "/", "green component, 0-255 (Cayenne LPP type 135)"),
+    Quantity("colour_b", "/", "blue component, 0-255 (Cayenne LPP type 135)"),
 )
 
 QUANTITIES: dict[str, Quantity] = {q.name: q for q in _TABLE}

@@ -54,9 +54,9 @@ def _colour(b: bytes) -> Fields:
     return [("colour_r", b[0], "/"), ("colour_g", b[1], "/"), ("colour_b", b[2], "/")]
 
 
-# type id -> (size in bytes, decoder). Quantities outside gateway.quantities
-# (angular_velocity_*, percentage, concentration, direction, generic, unixtime,
-# colour_*) are custom quantities with SenML units.
+# type id -> (size in bytes, decoder). Every quantity is canonical (gateway.quantities);
+# the LPP types with no fixed meaning (generic, percentage, concentration,
+# direction, unixtime, colour) have their own generic quantities there.
 TYPES: dict[int, tuple[int, Callable[[bytes], Fields]]] = {
     0: (1, _scaled("digital_input", "/", 1, False)),
     1: (1, _scaled("digital_output", "/", 1, False)),
