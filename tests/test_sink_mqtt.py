@@ -296,6 +296,11 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-days", "2", "-extfile", "san.ext", "-out", "server.crt")  # fmt: skip
+    # A client certificate for mutual TLS (a gateway's identity at the broker).
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=gw-client",
+            "-keyout", "client.key", "-out", "client.csr")  # fmt: skip
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-out", "client.crt")  # fmt: skip
     return d
 
 
@@ -305,6 +310,7 @@ class SecureMosquitto(Mosquitto):
     def __init__(self, workdir: Path, certs: Path) -> None:
         super().__init__(workdir)
         self.tls_port = free_port()
+        self.mtls_port = free_port()
         passwd = workdir / "passwd"
         passwd.write_text("")
         subprocess.run(["mosquitto_passwd", "-b", str(passwd), "gw", "pa55 word"], check=True)
@@ -318,6 +324,10 @@ class SecureMosquitto(Mosquitto):
             f"listener {self.port} 127.0.0.1\n"
             f"listener {self.tls_port} 127.0.0.1\n"
             f"cafile {certs / 'ca.crt'}\ncertfile {certs / 'server.crt'}\nkeyfile {certs / 'server.key'}\n"
+            # mutual TLS: a client certificate signed by the CA is the credential
+            f"listener {self.mtls_port} 127.0.0.1\n"
+            f"cafile {certs / 'ca.crt'}\ncertfile {certs / 'server.crt'}\nkeyfile {certs / 'server.key'}\n"
+            "require_certificate true\nuse_identity_as_username true\n"
             "log_type error\n"
         )
 
@@ -341,6 +351,24 @@ async def test_tls_with_password_from_env(
         assert sink.status()["connected"] is True
     finally:
         await sink.close()
+
+
+async def test_mutual_tls_with_a_client_certificate(secure_mosquitto: SecureMosquitto, certs: Path) -> None:
+    sink = make_sink("127.0.0.1", secure_mosquitto.mtls_port, ca_file=str(certs / "ca.crt"),
+                     cert_file=str(certs / "client.crt"), key_file=str(certs / "client.key"))  # fmt: skip
+    await sink.open()
+    try:
+        assert (await sink.send([reading(0)])).outcome is Outcome.ACCEPTED
+    finally:
+        await sink.close()
+    # The same listener refuses a client that shows no certificate: retried, never accepted.
+    anonymous = make_sink("127.0.0.1", secure_mosquitto.mtls_port, ca_file=str(certs / "ca.crt"), timeout="1s")
+    await anonymous.open()
+    try:
+        result = await anonymous.send([reading(1)])
+        assert result.outcome is Outcome.RETRY
+    finally:
+        await anonymous.close()
 
 
 async def test_tls_with_an_unknown_ca_is_retry(secure_mosquitto: SecureMosquitto) -> None:
