@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 from gateway.metrics import Metrics
-from gateway.model import Quality, Reading
+from gateway.model import Quality, Reading, make_reading
 from gateway.quantities import QUANTITIES, convert_to_canonical
 
 log = logging.getLogger("gateway.normalise")
@@ -24,9 +24,12 @@ class Normaliser:
     def __init__(self, *, driver: str, source: str, source_tags: Mapping[str, str], metrics: Metrics | None) -> None:
         self.driver = driver
         self.source = source
-        self.source_tags = dict(source_tags)
+        self.source_tags: Mapping[str, str] = MappingProxyType(dict(source_tags))
         self.metrics = metrics
         self._warned: set[tuple[str, str, str]] = set()
+        # A reading's tags merged over the source's, per distinct tag set: readings
+        # share few tag sets, and merging per reading cost 5 us of the 8 it took.
+        self._merged = TagsMergeCache(self.source_tags)
 
     def _warn_once(self, device: str, quantity: str, problem: str, message: str) -> None:
         key = (device, quantity, problem)
@@ -36,41 +39,69 @@ class Normaliser:
 
     def normalise(self, readings: Sequence[Reading]) -> list[Reading]:
         out: list[Reading] = []
-        outcomes: Counter[tuple[str, str]] = Counter()
+        append = out.append
+        outcomes: dict[tuple[str, str], int] = {}
+        source = self.source
+        merge = self._merged if self.source_tags else None
         for r in readings:
-            device = r.device or self.source
-            changes: dict[str, object] = {}
-            if device != r.device:
-                changes["device"] = device
-            if self.source_tags:
-                # The reading's own tags win over the source's defaults.
-                changes["tags"] = {**self.source_tags, **r.tags} if r.tags else self.source_tags
+            device = r.device or source
             value = r.value
-            if isinstance(value, float) and not math.isfinite(value):
-                outcomes[(device, "non_finite")] += 1
+            if type(value) is float and not math.isfinite(value):
+                key = (device, "non_finite")
+                outcomes[key] = outcomes.get(key, 0) + 1
                 self._warn_once(device, r.quantity, "non_finite", f"value {value} cannot be stored; dropped (counted)")
                 continue
-            outcome = _quality_outcome(r.quality)
-            if r.is_numeric and r.unit != (QUANTITIES[r.quantity].unit if r.quantity in QUANTITIES else r.unit):
-                converted = convert_to_canonical(r.quantity, float(value), r.unit)
+            outcome = _OUTCOME[r.quality]
+            unit = r.unit
+            canonical = _CANONICAL_UNIT.get(r.quantity, unit)
+            tags = merge(r.tags) if merge is not None else r.tags
+            if unit != canonical and isinstance(value, int | float) and not isinstance(value, bool):
+                converted = convert_to_canonical(r.quantity, float(value), unit)
                 if converted is None:
                     outcome = "unit_mismatch"
                     self._warn_once(
                         device,
                         r.quantity,
                         "unit",
-                        f"unit {r.unit!r} is not the canonical {QUANTITIES[r.quantity].unit!r} and cannot be "
+                        f"unit {unit!r} is not the canonical {canonical!r} and cannot be "
                         "converted; kept as is (fix the profile's unit)",
                     )
                 else:
-                    changes["value"], changes["unit"] = converted
-            out.append(r.with_changes(**changes) if changes else r)
-            outcomes[(device, outcome)] += 1
+                    value, unit = converted
+            if device is r.device and tags is r.tags and unit is r.unit and value is r.value:
+                append(r)
+            else:
+                append(make_reading(r.ts_ns, r.site, r.gateway, device, r.quantity, value, unit, tags, r.quality))
+            key = (device, outcome)
+            outcomes[key] = outcomes.get(key, 0) + 1
         if self.metrics is not None:
             for (device, outcome), n in outcomes.items():
                 self.metrics.readings.labels(self.driver, device, outcome).inc(n)
         return out
 
 
-def _quality_outcome(quality: Quality) -> str:
-    return {Quality.GOOD: "ok", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad"}[quality]
+class TagsMergeCache:
+    """``{**defaults, **tags}`` (the reading's own tags win), one immutable mapping per distinct tag set."""
+
+    def __init__(self, defaults: Mapping[str, str], max_entries: int = 10_000) -> None:
+        self.defaults = defaults
+        self.max_entries = max_entries
+        self._merged: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+
+    def __call__(self, tags: Mapping[str, str]) -> Mapping[str, str]:
+        if not tags:
+            return self.defaults
+        try:
+            key = tuple(tags.items())
+            merged = self._merged.get(key)
+        except TypeError:  # unhashable value: merge without caching
+            return MappingProxyType({**self.defaults, **tags})
+        if merged is None:
+            if len(self._merged) >= self.max_entries:
+                self._merged.clear()
+            merged = self._merged[key] = MappingProxyType({**self.defaults, **tags})
+        return merged
+
+
+_OUTCOME: dict[Quality, str] = {Quality.GOOD: "ok", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad"}
+_CANONICAL_UNIT: dict[str, str] = {name: q.unit for name, q in QUANTITIES.items()}
