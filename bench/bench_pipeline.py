@@ -5,7 +5,9 @@
 1. writer -> durable buffer -> dispatcher -> local sink (readings/s, CPU s per 100k)
 2. writer -> durable buffer -> dispatcher -> influxdb sink -> VictoriaMetrics (needs victoria-metrics)
 3. a backlog of N readings already in the buffer drained into VictoriaMetrics (seconds)
-4. the real daemon (`gateway run`, simulated source at 5,000 readings/s, local sink): peak RSS
+4. the real daemon (`gateway run`, one simulated source offering --offered readings/s, local sink):
+   readings/s delivered and CPU per 100k, all stages included (driver, normaliser, writer, buffer, sink)
+5. the real daemon (simulated source at 5,000 readings/s, local sink): peak RSS
 The whole process runs on one event loop plus the buffer's and the sink's worker threads; with the
 GIL that is about one core of work (the CPU column says how much was used).
 """
@@ -117,12 +119,58 @@ def daemon_rss(state: Path, seconds: float) -> tuple[int, int]:
     return hwm, rss
 
 
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def daemon_throughput(state: Path, offered_per_s: int, seconds: float) -> tuple[float, float, float]:
+    """The real daemon, one simulated source offering ``offered_per_s``, local sink.
+
+    Returns (readings/s delivered to the local store, readings/s made by the source, CPU s per 100k delivered),
+    measured between two status snapshots after a warm-up.
+    """
+    per_poll = offered_per_s // 10
+    cfg = state / "throughput.toml"
+    cfg.write_text(
+        f'[gateway]\nsite = "bench"\nname = "gw"\nstate_dir = "{state / "tp"}"\n[metrics]\nenabled = false\n'
+        f'[[sources]]\ndriver = "simulated"\nname = "load"\ninterval = "100ms"\nreadings_per_poll = {per_poll}\n'
+        'devices = [{ name = "seq", kind = "sequence" }]\n'
+    )
+    status_path = state / "tp" / "status.json"
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(cfg)], stderr=subprocess.DEVNULL)
+
+    def snapshot() -> tuple[float, int, int, float]:
+        import json
+
+        while True:
+            try:
+                status = json.loads(status_path.read_text())
+                return time.monotonic(), status["sinks"]["local"]["sent"], status["sources"]["load"]["readings"], \
+                    _proc_cpu_s(proc.pid)  # fmt: skip
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.1)
+
+    try:
+        time.sleep(3)  # start-up and warm-up
+        t0, sent0, made0, cpu0 = snapshot()
+        time.sleep(seconds)
+        t1, sent1, made1, cpu1 = snapshot()
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    delivered = (sent1 - sent0) / (t1 - t0)
+    return delivered, (made1 - made0) / (t1 - t0), (cpu1 - cpu0) / max(sent1 - sent0, 1) * 1e5
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--skip-vm", action="store_true")
     parser.add_argument("--rss-seconds", type=float, default=20)
+    parser.add_argument("--offered", type=int, default=100_000, help="readings/s the daemon's source offers")
+    parser.add_argument("--throughput-seconds", type=float, default=10)
     args = parser.parse_args()
     n = args.readings
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
@@ -151,6 +199,9 @@ async def main() -> None:
                 print(f"backlog of {args.backlog:,} readings (filled in {fill:.1f}s) drained into VictoriaMetrics "
                       f"in {wall:.1f}s = {args.backlog / wall:,.0f} readings/s ({cpu / args.backlog * 1e5:.2f} CPU s "
                       "per 100k)")  # fmt: skip
+        delivered, made, cpu = daemon_throughput(state, args.offered, args.throughput_seconds)
+        print(f"daemon (gateway run), simulated source offering {args.offered:,}/s -> local sink: "
+              f"{delivered:10,.0f} readings/s delivered, {made:,.0f}/s made ({cpu:.2f} CPU s per 100k, all threads)")  # fmt: skip
         hwm, rss = daemon_rss(state, args.rss_seconds)
         print(f"daemon at 5,000 readings/s for {args.rss_seconds:.0f}s: peak RSS {hwm / 1024:.1f} MB, "
               f"RSS now {rss / 1024:.1f} MB")  # fmt: skip

@@ -7,6 +7,8 @@ code relies on (and tests/test_buffer_model.py checks):
   are always the contiguous id range [first_id, last_id]; rows only ever leave
   from the old end (all sinks acked, or drop_oldest). Counts are arithmetic.
 * in-memory state (bytes, ids, cursors, counters) changes only after COMMIT.
+* the tail cache holds exactly the committed readings with ids
+  [tail_first, last_id] (or nothing), each equal to what SQLite would return.
 """
 
 from __future__ import annotations
@@ -39,17 +41,23 @@ from gateway.buffer_types import (
     UnknownSinkError,
 )
 from gateway.model import Reading, make_reading
+from gateway.sqlite_rows import insert_rows
 
 log = logging.getLogger("gateway.buffer")
 
 Overflow = Literal["drop_oldest", "drop_newest"]
 Sync = Literal["full", "normal"]
 
-_INSERT: Final = "INSERT INTO readings (series, ts_ns, value, kind, quality, size) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_HEAD: Final = "INSERT INTO readings (series, ts_ns, value, kind, quality, size)"
 _SELECT: Final = "SELECT id, series, ts_ns, value, kind, quality FROM readings WHERE id > ? ORDER BY id LIMIT ?"
 _COUNTERS: Final = ("dropped_oldest", "dropped_newest", "dead_letters")
 
 _OVERFLOW_CLEAR: Final = 0.9  # overflow "recovers" once below 90 % of the budget
+# The newest readings are also kept in memory (the "tail"), so that a sink
+# keeping up is served without a SELECT and without rebuilding each Reading:
+# that was 4.4 of the ~25 us a reading cost on the way to the local sink.
+# Two dispatcher batches (take + prefetch) of the default size fit.
+_TAIL_MAX: Final = 10_000
 _INT_MAX: Final = 2**63 - 1
 
 
@@ -65,6 +73,7 @@ class DurableBuffer:
         sync: Sync = "full",
         max_dead_letters: int = 10_000,
         read_only: bool = False,
+        tail_max: int = _TAIL_MAX,
     ) -> None:
         """Open (creating if needed) and recover the buffer at ``path``.
 
@@ -81,6 +90,7 @@ class DurableBuffer:
         self.sync: Sync = sync
         self.max_dead_letters = max_dead_letters
         self.read_only = read_only
+        self.tail_max = tail_max
         self._lock_fd: int | None = None
         if read_only:
             self._conn = connect_read_only(self.path)
@@ -140,6 +150,8 @@ class DurableBuffer:
         self._cursors: dict[str, int] = dict(conn.execute("SELECT sink, acked_id FROM cursors"))
         stored = dict(conn.execute("SELECT name, value FROM counters"))
         self._counters = {name: int(stored.get(name, 0)) for name in _COUNTERS}
+        self._tail: list[Reading] = []
+        self._tail_first = self._last_id + 1
         if not self.read_only and conn.execute("SELECT count(*) FROM series").fetchone()[0] > 1000:
             self._series.purge_unused()
         log.debug(
@@ -237,6 +249,23 @@ class DurableBuffer:
         if through is not None:
             self._first_id = through + 1
             self._bytes -= deleted[1]
+            if through >= self._tail_first:
+                del self._tail[: through - self._tail_first + 1]
+                self._tail_first = through + 1
+
+    def _remember(self, readings: list[Reading]) -> None:
+        """Add just-committed readings (ids up to ``_last_id``) to the tail cache."""
+        if self._tail_first + len(self._tail) != self._last_id - len(readings) + 1:
+            # Not contiguous: a bug. Serve everything from SQLite rather than risk a wrong answer.
+            log.error("buffer %s: in-memory tail out of step; reading from the file instead", self.path)
+            self._tail = []
+            self._tail_first = self._last_id + 1
+            return
+        self._tail.extend(readings)
+        excess = len(self._tail) - self.tail_max
+        if excess > 0:
+            del self._tail[:excess]
+            self._tail_first += excess
 
     # -- append ----------------------------------------------------------
 
@@ -271,6 +300,7 @@ class DurableBuffer:
         by_key = series.by_key
         rows: list[tuple[int, int, SqlValue, int, int, int]] = []
         sizes: list[int] = []
+        cached: list[Reading] = []  # the readings as take() would return them
         with self._transaction() as conn:
             for r in readings:
                 tags = r.tags
@@ -285,8 +315,12 @@ class DurableBuffer:
                 else:
                     value, code, value_size = encode_value(value)  # type: ignore[assignment]
                     size += ROW_OVERHEAD + value_size
+                    decoded = decode_value(value, code)
+                    if type(decoded) is not type(r.value):  # e.g. an IntEnum comes back as an int
+                        r = r.with_changes(value=decoded)
                 rows.append((sid, r.ts_ns, value, code, int(r.quality), size))
                 sizes.append(size)
+                cached.append(r)
             dropped_newest = dropped_oldest = 0
             incoming = sum(sizes)
             through: int | None = None
@@ -299,6 +333,7 @@ class DurableBuffer:
                         keep += 1
                     dropped_newest = len(rows) - keep
                     del rows[keep:]
+                    del cached[keep:]
                 else:
                     skip = 0
                     while incoming > budget:  # the batch alone does not fit: lose its oldest too
@@ -306,6 +341,7 @@ class DurableBuffer:
                         skip += 1
                     dropped_oldest = skip
                     del rows[:skip]
+                    del cached[:skip]
                     through = self._oldest_to_free(conn, self._bytes + incoming - budget)
                     if through is not None:
                         deleted = self._delete_through(conn, through)
@@ -316,13 +352,15 @@ class DurableBuffer:
                 counters["dropped_newest"] += dropped_newest
                 counters["dropped_oldest"] += dropped_oldest
                 self._write_counters(conn, counters)
-            conn.executemany(_INSERT, rows)
+            insert_rows(conn, _INSERT_HEAD, rows)
         # Committed: now the in-memory state may follow. An empty buffer has
         # first_id == last_id + 1, which is the first new id: no special case.
         self._counters = counters
         self._forget(through, deleted)
         self._bytes += sum(row[5] for row in rows)
         self._last_id += len(rows)
+        if cached:
+            self._remember(cached)
         self._note_overflow(dropped_newest + dropped_oldest)
         return AppendResult(len(rows), dropped_newest, dropped_oldest)
 
@@ -366,6 +404,10 @@ class DurableBuffer:
             start = after_id
         if limit <= 0 or start >= self._last_id:
             return []
+        if self._tail and start >= self._tail_first - 1:
+            first = start + 1
+            chunk = self._tail[first - self._tail_first : first - self._tail_first + limit]
+            return list(map(BufferedReading, range(first, first + len(chunk)), chunk))
         fields = self._series.fields
         out: list[BufferedReading] = []
         append = out.append

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 import sqlite3
@@ -416,3 +417,51 @@ async def test_async_buffer_runs_everything_on_one_worker_thread(path: Path) -> 
             await AsyncBuffer.open(path)
     finally:
         await held.close()
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+@pytest.mark.parametrize("tail_max", [0, 4, 10_000])
+def test_the_in_memory_tail_serves_exactly_what_the_file_holds(path: Path, tail_max: int) -> None:
+    # Whatever serves take() (the newest readings kept in memory, or SQLite),
+    # the answer is the same: ids, order, exact value types, rows gone once collected.
+    buf = DurableBuffer(path, max_bytes=logical_size(reading(0)) * 12, tail_max=tail_max)
+    buf.set_sinks(["a", "b"])
+    buf.append([reading(i) for i in range(6)] + [reading(6, Level.LOW), reading(7, True)])
+    got = buf.take("a", 100)
+    assert [b.id for b in got] == list(range(1, 9))
+    assert [(type(v), v) for v in values(got)][-2:] == [(int, 1), (bool, True)]  # an IntEnum is stored as int
+    buf.ack("a", 5)
+    buf.ack("b", 5)  # ids 1..5 (values 0..4) are collected
+    assert [b.id for b in buf.take("b", 2)] == [6, 7]
+    assert values(buf.take("a", 100)) == [5, 1, True]
+    buf.append([reading(i) for i in range(8, 14)])  # ids 9..14: 9 rows, they fit in 12
+    buf.append([reading(i) for i in range(14, 18)])  # ids 15..18: drop_oldest removes id 6
+    assert buf.stats().dropped_oldest_total == 1
+    got = buf.take("b", 100)
+    assert [b.id for b in got] == list(range(7, 19))
+    assert values(got) == [1, True, *range(8, 18)]
+    assert values(buf.take("b", 3, after_id=15)) == [15, 16, 17]
+    buf.append([reading(i) for i in range(100, 114)])  # 14 readings alone exceed the 12 of room
+    assert values(buf.take("a", 100)) == list(range(102, 114))
+    assert [b.id for b in buf.take("a", 2, after_id=16)] == [19, 20]  # ids 17, 18 were dropped
+    assert values(buf.take("a", 2, after_id=27)) == [111, 112]
+    got = buf.take("b", 100)
+    buf.close()
+    again = DurableBuffer(path, max_bytes=logical_size(reading(0)) * 12, tail_max=tail_max)
+    assert [(b.id, b.reading) for b in again.take("b", 100)] == [(b.id, b.reading) for b in got]
+    again.close()
+
+
+@pytest.mark.parametrize("tail_max", [0, 10_000])
+def test_the_in_memory_tail_holds_only_what_drop_newest_kept(path: Path, tail_max: int) -> None:
+    buf = DurableBuffer(path, max_bytes=logical_size(reading(0)) * 5, overflow="drop_newest", tail_max=tail_max)
+    buf.set_sinks(["a"])
+    assert buf.append([reading(i) for i in range(8)]).dropped_newest == 3
+    assert values(buf.take("a", 2, after_id=3)) == [3, 4]
+    assert buf.append([reading(8)]).dropped_newest == 1
+    assert values(buf.take("a", 2, after_id=4)) == [4]
+    assert values(buf.take("a", 100)) == [0, 1, 2, 3, 4]
+    buf.close()

@@ -129,9 +129,11 @@ class BufferMachine(RuleBasedStateMachine):
         max_readings=st.sampled_from([6, 25, 10_000]),
         overflow=st.sampled_from(["drop_oldest", "drop_newest"]),
         sync=st.sampled_from(["normal", "normal", "normal", "full"]),  # full costs fsyncs: 1 in 4
+        # the in-memory tail of newest readings: none, tiny (trimmed all the time), default
+        tail_max=st.sampled_from([0, 3, 10_000]),
     )
-    def start(self, max_readings: int, overflow: Overflow, sync: Sync) -> None:
-        self.options = {"max_bytes": max_readings * 90, "overflow": overflow, "sync": sync}
+    def start(self, max_readings: int, overflow: Overflow, sync: Sync, tail_max: int) -> None:
+        self.options = {"max_bytes": max_readings * 90, "overflow": overflow, "sync": sync, "tail_max": tail_max}
         self.model = Model(max_readings * 90, overflow)
         self.buf = DurableBuffer(self.path, **self.options)  # type: ignore[arg-type]
 
@@ -206,7 +208,7 @@ class BufferMachine(RuleBasedStateMachine):
 
 
 BufferMachine.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=90,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
