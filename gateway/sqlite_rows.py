@@ -36,5 +36,6 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[obj
         statement = f"{head} VALUES {', '.join([one] * per)} {tail}"
         conn.executemany(statement, (tuple(flat(rows[i : i + per])) for i in range(0, full, per)))
     if full < len(rows):
-        rest = rows[full:]
-        conn.execute(f"{head} VALUES {', '.join([one] * len(rest))} {tail}", tuple(flat(rest)))
+        # The rest row by row: a statement per remainder size would fill the
+        # connection's statement cache with large prepared statements (memory).
+        conn.executemany(f"{head} VALUES {one} {tail}", rows[full:])
