@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,16 @@ def test_demo_runs_and_shows_live_readings(tmp_path: Path) -> None:
     stats = gateway("buffer", "stats", "--state-dir", str(state), "--json")
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["readings"] == 0  # all delivered at a clean stop
+
+
+@pytest.mark.slow
+def test_the_readme_demo_script_passes_its_arguments_to_gateway_demo(tmp_path: Path) -> None:
+    # ./scripts/demo sets up .venv (a no-op when scripts/test already did) then runs `gateway demo "$@"`.
+    root = Path(__file__).resolve().parent.parent
+    state = tmp_path / "demo"
+    command = [str(root / "scripts" / "demo"), "--duration", "4", "--plain", "--state-dir", str(state)]
+    env = {**os.environ, "PYTHON": sys.executable}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "latest readings" in result.stdout
+    assert (state / "local.sqlite").exists()
