@@ -201,7 +201,8 @@ async def main() -> None:
                       "per 100k)")  # fmt: skip
         delivered, made, cpu = daemon_throughput(state, args.offered, args.throughput_seconds)
         print(f"daemon (gateway run), simulated source offering {args.offered:,}/s -> local sink: "
-              f"{delivered:10,.0f} readings/s delivered, {made:,.0f}/s made ({cpu:.2f} CPU s per 100k, all threads)")  # fmt: skip
+              f"{delivered:10,.0f} readings/s delivered, {made:,.0f}/s made "
+              f"({cpu:.2f} CPU s per 100k, all threads)")  # fmt: skip
         hwm, rss = daemon_rss(state, args.rss_seconds)
         print(f"daemon at 5,000 readings/s for {args.rss_seconds:.0f}s: peak RSS {hwm / 1024:.1f} MB, "
               f"RSS now {rss / 1024:.1f} MB")  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.aggregate import AggregateConfig
 from gateway.config_types import Duration
 from gateway.model import Quality, Reading, Value, make_reading, now_ns
 from gateway.tags import EMPTY_TAGS
@@ -41,6 +42,9 @@ class SourceConfig(BaseModel):
     interval: Duration = Field(default=10.0, gt=0, description="poll interval (polled drivers)")
     enabled: bool = True
     tags: dict[str, str] = Field(default_factory=dict, description="tags added to every reading")
+    aggregate: AggregateConfig | None = Field(
+        default=None, description="send statistics per time window instead of every reading (gateway/aggregate.py)"
+    )
 
 
 @dataclass(slots=True)

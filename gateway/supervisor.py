@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.aggregate import WindowAggregator
 from gateway.config import LoadedSource
 from gateway.driver import Driver, DriverContext, PolledDriver, PushDriver
 from gateway.metrics import Metrics
@@ -70,10 +71,16 @@ class SourceSupervisor:
         self.restarts = 0
         self.last_poll_ns: int | None = None
         self.readings_total = 0
+        self.aggregator = WindowAggregator(self.config.aggregate) if self.config.aggregate is not None else None
+        self.aggregates_total = 0
 
     async def emit(self, readings: Sequence[Reading]) -> None:
         normalised = self.normaliser.normalise(readings)
-        await self.writer.emit(normalised)
+        if self.aggregator is not None:
+            # Held in memory until their window is sent (gateway/aggregate.py, "Durability").
+            self.aggregator.add(normalised, time.time_ns())
+        else:
+            await self.writer.emit(normalised)
         self.readings_total += len(normalised)
         if self.failing is not None and isinstance(self.driver, PushDriver):
             self._recovered()
@@ -96,6 +103,36 @@ class SourceSupervisor:
         self.backoff.reset()
 
     async def run(self) -> None:
+        if self.aggregator is None:
+            await self._run_driver()
+            return
+        sender = asyncio.create_task(self._send_windows_forever(self.aggregator), name=f"aggregate:{self.config.name}")
+        try:
+            await self._run_driver()
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+            # A clean stop or a reload: send the open windows now, partial, rather than lose them.
+            try:
+                await self._send(self.aggregator.close_all())
+            except Exception:
+                log.exception("source %s: the open aggregate windows could not be committed", self.config.name)
+
+    async def _send_windows_forever(self, aggregator: WindowAggregator) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._send(aggregator.due(time.time_ns()))
+            except Exception:  # the buffer refused a commit: the aggregates stay counted, try the next ones
+                log.exception("source %s: cannot commit aggregates", self.config.name)
+
+    async def _send(self, aggregates: Sequence[Reading]) -> None:
+        if aggregates:
+            await self.writer.emit(aggregates)
+            self.aggregates_total += len(aggregates)
+
+    async def _run_driver(self) -> None:
         while True:
             driver = self.source.driver_class(self.config, self.ctx)
             self.driver = driver
@@ -150,6 +187,15 @@ class SourceSupervisor:
             "error": self.failing,
             "restarts": self.restarts,
             "readings": self.readings_total,
+            **(
+                {
+                    "aggregates": self.aggregates_total,
+                    "open_windows": self.aggregator.open_windows,
+                    "windows_reopened": self.aggregator.reopened,
+                }
+                if self.aggregator is not None
+                else {}
+            ),
             "devices_down": sorted(self.ctx._down),
             **({"detail": driver_status} if driver_status else {}),
         }

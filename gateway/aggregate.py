@@ -1,0 +1,173 @@
+"""Per-source aggregation: readings combined over aligned time windows before the buffer.
+
+A 1 Hz particulate sensor makes 86,400 readings a day per quantity; a pilot on
+a metered 4G link usually wants one-minute means. A source with
+``aggregate = { window = "60s", stats = ["mean", "max"] }`` sends, per series
+and window, one reading per statistic instead of every reading.
+
+Rules (docs/data-model.md, "Aggregated sources"):
+
+* Windows are aligned on the Unix epoch, ``[k*w, (k+1)*w)``; an aggregate is
+  stamped with its window's start.
+* ``mean`` keeps the series as it is (same quantity, unit and tags), so a
+  dashboard needs no change; ``min``, ``max`` and ``last`` add the tag
+  ``stat=<name>``. Values that are not numbers (str, bool) are never averaged:
+  their series gets the window's last value, untagged.
+* BAD readings are left out of a window that has others; the aggregate's
+  quality is the worst of the readings used.
+* A window is emitted ``grace`` after its end. It stays in memory for one more
+  window length: a late reading for it updates it and the corrected aggregate
+  is emitted again (the stores keep one point per series and timestamp, so it
+  replaces the first). A reading later than that opens its window again and
+  is sent with the next aggregates, never dropped: readings replayed together
+  after an outage aggregate normally, but a lone straggler's aggregate
+  replaces the window's first one in the stores (counted as ``reopened``).
+* At a clean stop or a reload the open windows are emitted early (partial).
+
+Durability: the readings of an open window live in memory until it is emitted.
+A kill -9 or a power cut loses at most the windows not yet emitted; the
+durable buffer holds everything from there on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway.config_types import Duration
+from gateway.model import Quality, Reading, Value, make_reading
+
+Stat = Literal["mean", "min", "max", "last"]
+
+
+class AggregateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    window: Duration = Field(ge=1.0, le=86400.0, description="window length, aligned on the epoch (e.g. 60s)")
+    stats: list[Stat] = Field(default=["mean"], min_length=1, description="statistics sent per window")
+    grace: Duration = Field(default=2.0, ge=0.0, le=3600.0, description="wait after a window's end for late readings")
+
+    @model_validator(mode="after")
+    def _distinct_stats(self) -> AggregateConfig:
+        if len(set(self.stats)) != len(self.stats):
+            raise ValueError(f"stats: each statistic once ({self.stats})")
+        return self
+
+
+SeriesKey = tuple[str, str, str, str, str, tuple[tuple[str, str], ...]]
+
+
+@dataclass(slots=True)
+class _Window:
+    first: Reading  # identity of the series (site, gateway, device, quantity, unit, tags)
+    start_ns: int
+    count: int = 0
+    total: float = 0.0
+    low: Value | None = None
+    high: Value | None = None
+    last: Reading | None = None
+    last_ts: int = -1
+    quality: Quality = Quality.GOOD
+    numeric: bool = True
+    only_bad: bool = True  # all readings so far are BAD (they count only while nothing better exists)
+    emitted: bool = False
+    dirty: bool = False
+
+
+def _is_number(value: Value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class WindowAggregator:
+    """Collects readings into windows; :meth:`due` returns the aggregates ready to send."""
+
+    def __init__(self, config: AggregateConfig) -> None:
+        self.config = config
+        self.window_ns = int(config.window * 1e9)
+        self.grace_ns = int(config.grace * 1e9)
+        self._windows: dict[tuple[SeriesKey, int], _Window] = {}
+        self.reopened = 0  # windows opened again by a reading that came after they were forgotten
+
+    def add(self, readings: Iterable[Reading], now_ns: int) -> None:
+        forget_before = now_ns - self.grace_ns - self.window_ns
+        for r in readings:
+            start = r.ts_ns - r.ts_ns % self.window_ns
+            key = ((r.site, r.gateway, r.device, r.quantity, r.unit, tuple(sorted(r.tags.items()))), start)
+            window = self._windows.get(key)
+            if window is None:
+                if start + self.window_ns <= forget_before:
+                    self.reopened += 1
+                window = self._windows[key] = _Window(first=r, start_ns=start)
+            self._include(window, r)
+
+    def _include(self, w: _Window, r: Reading) -> None:
+        if w.emitted:
+            w.dirty = True
+        if r.quality is Quality.BAD and not w.only_bad:
+            return  # a window with better readings leaves BAD ones out
+        if r.quality is not Quality.BAD and w.only_bad:
+            if w.count:  # drop what the BAD readings contributed
+                w.count, w.total, w.low, w.high, w.last, w.last_ts = 0, 0.0, None, None, None, -1
+                w.quality, w.numeric = Quality.GOOD, True
+            w.only_bad = False
+        value = r.value
+        if _is_number(value):
+            w.total += value  # type: ignore[operator]
+            if w.low is None or value < w.low:  # type: ignore[operator]
+                w.low = value
+            if w.high is None or value > w.high:  # type: ignore[operator]
+                w.high = value
+        else:
+            w.numeric = False
+        w.count += 1
+        if r.ts_ns >= w.last_ts:
+            w.last, w.last_ts = r, r.ts_ns
+        w.quality = max(w.quality, r.quality)
+
+    def due(self, now_ns: int) -> list[Reading]:
+        """Aggregates of windows whose end + grace has passed (and corrected ones); forgets old windows."""
+        out: list[Reading] = []
+        forget_before = now_ns - self.grace_ns - self.window_ns
+        for key, w in list(self._windows.items()):
+            end = w.start_ns + self.window_ns
+            if end + self.grace_ns <= now_ns and (not w.emitted or w.dirty):  # reopened windows too
+                out.extend(self._aggregates(w))
+                w.emitted, w.dirty = True, False
+            if end <= forget_before:
+                del self._windows[key]
+        return out
+
+    def close_all(self) -> list[Reading]:
+        """Every window not yet sent (or corrected), partial or not: for a clean stop or a reload."""
+        out: list[Reading] = []
+        for w in self._windows.values():
+            if not w.emitted or w.dirty:
+                out.extend(self._aggregates(w))
+        self._windows.clear()
+        return out
+
+    @property
+    def open_windows(self) -> int:
+        return sum(1 for w in self._windows.values() if not w.emitted)
+
+    def _aggregates(self, w: _Window) -> Sequence[Reading]:
+        f = w.first
+        if not w.numeric:
+            assert w.last is not None
+            return [make_reading(w.start_ns, f.site, f.gateway, f.device, f.quantity, w.last.value, f.unit, f.tags,
+                                 w.quality)]  # fmt: skip
+        out = []
+        for stat in self.config.stats:
+            if stat == "mean":
+                value: Value = w.total / w.count
+                tags = f.tags
+            else:
+                assert w.last is not None
+                value = {"min": w.low, "max": w.high, "last": w.last.value}[stat]  # type: ignore[assignment]
+                tags = {**f.tags, "stat": stat}
+            out.append(make_reading(w.start_ns, f.site, f.gateway, f.device, f.quantity, value, f.unit, tags,
+                                    w.quality))  # fmt: skip
+        return out
