@@ -7,7 +7,7 @@
 3. a backlog of N readings already in the buffer drained into VictoriaMetrics (seconds)
 4. the real daemon (`gateway run`, one simulated source offering --offered readings/s, local sink):
    readings/s delivered and CPU per 100k, all stages included (driver, normaliser, writer, buffer, sink)
-5. the real daemon (simulated source at 5,000 readings/s, local sink): peak RSS
+5. the real daemon (simulated source at 5,000 readings/s): peak RSS with the local sink, and with the influxdb sink
 The whole process runs on one event loop plus the buffer's and the sink's worker threads; with the
 GIL that is about one core of work (the CPU column says how much was used).
 """
@@ -100,10 +100,11 @@ async def drain_backlog(sink: Sink, state: Path, n: int) -> tuple[float, float, 
     return fill, wall, cpu
 
 
-def daemon_rss(state: Path, seconds: float) -> tuple[int, int]:
+def daemon_rss(state: Path, seconds: float, sinks: str = "") -> tuple[int, int]:
+    """Peak and current RSS (kB) of `gateway run` at 5,000 readings/s into ``sinks`` (default: local)."""
     cfg = state / "rss.toml"
     cfg.write_text(
-        f'[gateway]\nsite = "bench"\nname = "gw"\nstate_dir = "{state / "rss"}"\n[metrics]\nenabled = false\n'
+        f'[gateway]\nsite = "bench"\nname = "gw"\nstate_dir = "{state / "rss"}"\n[metrics]\nenabled = false\n' + sinks +
         '[[sources]]\ndriver = "simulated"\nname = "load"\ninterval = "100ms"\nreadings_per_poll = 500\n'
         'devices = [{ name = "seq", kind = "sequence" }]\n'
         '[[sources]]\ndriver = "simulated"\nname = "street"\ninterval = "1s"\n'
@@ -204,8 +205,17 @@ async def main() -> None:
               f"{delivered:10,.0f} readings/s delivered, {made:,.0f}/s made "
               f"({cpu:.2f} CPU s per 100k, all threads)")  # fmt: skip
         hwm, rss = daemon_rss(state, args.rss_seconds)
-        print(f"daemon at 5,000 readings/s for {args.rss_seconds:.0f}s: peak RSS {hwm / 1024:.1f} MB, "
+        print(f"daemon at 5,000 readings/s for {args.rss_seconds:.0f}s, local sink: peak RSS {hwm / 1024:.1f} MB, "
               f"RSS now {rss / 1024:.1f} MB")  # fmt: skip
+        if not args.skip_vm:
+            from tests.servers import VictoriaMetrics, running
+
+            with running(VictoriaMetrics(state / "vm-rss")) as vm:
+                sink = f'[[sinks]]\ntype = "influxdb"\nurl = "{vm.url}"\norg = "o"\nbucket = "b"\n'
+                hwm, rss = daemon_rss(state, args.rss_seconds, sink)
+            print(f"daemon at 5,000 readings/s for {args.rss_seconds:.0f}s, influxdb sink: peak RSS "
+                  f"{hwm / 1024:.1f} MB, RSS now {rss / 1024:.1f} MB "
+                  "(importing influxdb-client and aiohttp costs ~24 MB)")  # fmt: skip
     print(f"bench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
