@@ -367,6 +367,7 @@ async def test_mutual_tls_with_a_client_certificate(secure_mosquitto: SecureMosq
     try:
         result = await anonymous.send([reading(1)])
         assert result.outcome is Outcome.RETRY
+        assert "set cert_file and key_file" in result.detail  # says what to do next
     finally:
         await anonymous.close()
 

@@ -235,6 +235,10 @@ class MQTTSink(Sink):
             if isinstance(exc, MqttConnectError) and getattr(exc.rc, "value", exc.rc) in _AUTH_CODES:
                 outcome = Outcome.AUTH
             reason = str(exc) or type(exc).__name__
+            if cfg.uses_tls and cfg.cert_file is None and "timed out" in reason.lower():
+                # A broker that requires a client certificate drops the connection after
+                # the TLS 1.3 handshake; the client only sees a timeout.
+                reason += " (if the broker requires a client certificate, set cert_file and key_file)"
             return self._outcome(SendResult(outcome, f"cannot connect to {cfg.host}:{port}: {reason}"))
         conn = _Connection(client, stack)
         self._conn = conn
