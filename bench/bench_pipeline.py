@@ -104,8 +104,9 @@ def daemon_rss(state: Path, seconds: float, sinks: str = "") -> tuple[int, int]:
     """Peak and current RSS (kB) of `gateway run` at 5,000 readings/s into ``sinks`` (default: local)."""
     cfg = state / "rss.toml"
     cfg.write_text(
-        f'[gateway]\nsite = "bench"\nname = "gw"\nstate_dir = "{state / "rss"}"\n[metrics]\nenabled = false\n' + sinks +
-        '[[sources]]\ndriver = "simulated"\nname = "load"\ninterval = "100ms"\nreadings_per_poll = 500\n'
+        f'[gateway]\nsite = "bench"\nname = "gw"\nstate_dir = "{state / "rss"}"\n[metrics]\nenabled = false\n'
+        + sinks
+        + '[[sources]]\ndriver = "simulated"\nname = "load"\ninterval = "100ms"\nreadings_per_poll = 500\n'
         'devices = [{ name = "seq", kind = "sequence" }]\n'
         '[[sources]]\ndriver = "simulated"\nname = "street"\ninterval = "1s"\n'
         'devices = [{ name = "w", kind = "weather" }, { name = "a", kind = "air" }, { name = "e", kind = "energy" }]\n'
@@ -187,6 +188,7 @@ async def main() -> None:
             from tests.servers import VictoriaMetrics, running
 
             with running(VictoriaMetrics(state / "vm")) as vm:
+
                 def influx() -> Sink:
                     cfg = InfluxDBSink.config_model.model_validate(
                         {"type": "influxdb", "url": vm.url, "org": "o", "bucket": "b", "batch_size": 10_000}  # type: ignore[attr-defined]

@@ -61,8 +61,6 @@ def from_sql_text(stored: str | bytes) -> str:
     return stored if isinstance(stored, str) else stored.decode("utf-8", "surrogatepass")
 
 
-
-
 def encode_value(value: Value) -> tuple[SqlValue, int, int]:
     """Return (stored value, kind, logical size in bytes) of a reading's value."""
     t = type(value)

@@ -196,8 +196,11 @@ class Daemon:
                 stats = await self.buffer.stats()
             except Exception:
                 return
-            pending = [n for n, s in stats.sinks.items() if s.pending and n in self.dispatchers
-                       and not self.dispatchers[n].failing]
+            pending = [
+                n
+                for n, s in stats.sinks.items()
+                if s.pending and n in self.dispatchers and not self.dispatchers[n].failing
+            ]
             if not pending:
                 return
             await asyncio.sleep(0.05)

@@ -78,9 +78,7 @@ async def test_everything_is_delivered_in_order_and_acked(buffer: AsyncBuffer) -
 
 async def test_retry_keeps_everything_and_delivers_after_recovery(buffer: AsyncBuffer) -> None:
     metrics = Metrics()
-    sink = ScriptedSink(
-        "a", lambda values, call: SendResult(Outcome.RETRY, "503") if call <= 5 else SendResult.ok()
-    )
+    sink = ScriptedSink("a", lambda values, call: SendResult(Outcome.RETRY, "503") if call <= 5 else SendResult.ok())
     await buffer.set_sinks(["a"])
     await buffer.append(readings(100))
     d = SinkDispatcher(sink, buffer, metrics=metrics, backoff=fast())
