@@ -17,12 +17,14 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from gateway import __version__
 from gateway.buffer import AsyncBuffer
+from gateway.clock import clock_synchronized
 from gateway.config import Config, ConfigError, load_config
 from gateway.dispatch import SinkDispatcher
 from gateway.metrics import Metrics
@@ -62,6 +64,8 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         self.started_ns = time.time_ns()
         self.ready = asyncio.Event()
+        self.clock_check: Callable[[], bool | None] = clock_synchronized
+        self.clock_synchronized: bool | None = None
 
     # --- public control -----------------------------------------------------
 
@@ -221,6 +225,7 @@ class Daemon:
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 await self.reload()
+            self._check_clock()
             assert self.buffer is not None
             try:
                 # Also proves that the loop and the buffer thread are alive, so the
@@ -234,6 +239,19 @@ class Daemon:
             if watchdog_every is not None and time.monotonic() - last_watchdog >= watchdog_every:
                 self.notifier.watchdog()
                 last_watchdog = time.monotonic()
+
+    def _check_clock(self) -> None:
+        synced = self.clock_check()
+        if synced is not None:
+            self.metrics.clock_synchronized.set(1 if synced else 0)
+        if synced is False and self.clock_synchronized is not False:
+            log.warning(
+                "the system clock is not synchronised (no NTP yet?): readings are timestamped with it and may be "
+                "wrong until it is. Check 'timedatectl' and the uplink; the gateway keeps running"
+            )
+        elif synced and self.clock_synchronized is False:
+            log.warning("the system clock is synchronised again")
+        self.clock_synchronized = synced
 
     async def _wait_event(self) -> None:
         stop = asyncio.create_task(self._stop.wait())
@@ -293,6 +311,7 @@ class Daemon:
             "gateway": self.config.gateway_name,
             "config": str(self.config.path) if self.config.path else None,
             "started_ns": self.started_ns,
+            "clock_synchronized": self.clock_synchronized,
             "updated_ns": time.time_ns(),
             "sources": {name: s.status() for name, s in self.supervisors.items()},
             "sinks": {name: d.status() for name, d in self.dispatchers.items()},

@@ -114,6 +114,9 @@ class Metrics:
             "gateway_config_reloads", "Config reloads (SIGHUP) by outcome", ["outcome"], registry=r
         )
         self.info = Gauge("gateway_info", "Gateway identity", ["version", "site", "gateway"], registry=r)
+        self.clock_synchronized = Gauge(
+            "gateway_clock_synchronized", "1 if the kernel says the system clock is synchronised (NTP)", registry=r
+        )
         self.buffer_collector = _BufferCollector()
         r.register(self.buffer_collector)
 

@@ -7,6 +7,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from gateway.config import load_config
 from gateway.daemon import Daemon
 from gateway.metrics import Metrics
@@ -146,3 +148,29 @@ def test_sighup_reload_applies_a_valid_config_and_keeps_the_old_one_when_invalid
     assert {dev for dev, _ in runs} == {"a-dev", "added-dev"}
     for values in runs.values():  # nothing committed was lost across the reloads
         assert sorted(values) == list(range(len(values)))
+
+
+async def test_an_unsynchronised_clock_is_reported_once_each_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.clock import clock_synchronized
+
+    assert clock_synchronized() in (True, False)  # the kernel answers on Linux
+    caplog.set_level("WARNING", logger="gateway.daemon")
+    cfg = load_config(write_config(tmp_path / "gw.toml", tmp_path / "state", seq_source("a")))
+    metrics = Metrics()
+    daemon = Daemon(cfg, metrics=metrics, serve_metrics=False)
+    clock = {"synced": False}
+    daemon.clock_check = lambda: clock["synced"]
+    task = asyncio.create_task(daemon.run())
+    status = tmp_path / "state" / "status.json"
+    await wait_for(lambda: status.exists() and json.loads(status.read_text())["clock_synchronized"] is False)
+    await asyncio.sleep(1.5)  # more status rounds: still one warning
+    assert metrics.registry.get_sample_value("gateway_clock_synchronized") == 0
+    clock["synced"] = True
+    await wait_for(lambda: json.loads(status.read_text())["clock_synchronized"] is True)
+    daemon.request_stop()
+    await task
+    messages = [r.getMessage() for r in caplog.records if "clock" in r.getMessage()]
+    assert len(messages) == 2 and "not synchronised" in messages[0] and "synchronised again" in messages[1]
+    assert metrics.registry.get_sample_value("gateway_clock_synchronized") == 1
