@@ -234,6 +234,8 @@ def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
     out = out or sys.stdout
     state = "running" if age_s < STALE_AFTER_S else f"NOT RUNNING (status is {age_s:.0f}s old)"
     out.write(f"gateway {status['gateway']} (site {status['site']}, version {status['version']}): {state}\n")
+    if status.get("clock_synchronized") is False:
+        out.write("clock: NOT SYNCHRONISED (no NTP yet): readings carry the system time as it is; see timedatectl\n")
     buf = status.get("buffer") or {}
     if buf:
         oldest = buf.get("oldest_ts_ns")
@@ -244,6 +246,9 @@ def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
     for name, s in status.get("sources", {}).items():
         down = s.get("devices_down") or []
         note = s.get("error") or (f"devices down: {', '.join(down)}" if down else "")
+        if "aggregates" in s:
+            windows = f"{s['aggregates']} aggregates sent, {s['open_windows']} windows open"
+            note = f"{windows}; {note}" if note else windows
         rows.append([name, s["driver"], s["state"], str(s["readings"]), str(s["restarts"]), note])
     if rows:
         out.write("\n")

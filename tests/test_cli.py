@@ -96,3 +96,29 @@ def test_the_readme_demo_script_passes_its_arguments_to_gateway_demo(tmp_path: P
     assert result.returncode == 0, result.stderr[-3000:]
     assert "latest readings" in result.stdout
     assert (state / "local.sqlite").exists()
+
+
+def test_status_text_shows_clock_sources_and_sinks() -> None:
+    import io
+
+    from gateway.cli_data import print_status
+
+    status = {
+        "gateway": "gw-1", "site": "market", "version": "0.1.0", "clock_synchronized": False,
+        "buffer": {"readings": 12, "bytes": 480, "oldest_ts_ns": None, "dropped_oldest_total": 0,
+                   "dropped_newest_total": 0, "sinks": {"influx": {"pending": 12}}},
+        "sources": {"air": {"driver": "serial", "state": "running", "readings": 600, "restarts": 0, "error": None,
+                            "devices_down": [], "aggregates": 20, "open_windows": 2}},
+        "sinks": {"influx": {"type": "influxdb", "state": "failing", "sent": 0, "dead_lettered": 0,
+                             "error": "cannot reach http://influx:8086"}},
+    }  # fmt: skip
+    out = io.StringIO()
+    print_status(status, age_s=1.0, out=out)
+    text = out.getvalue()
+    assert "gw-1 (site market, version 0.1.0): running" in text
+    assert "clock: NOT SYNCHRONISED" in text
+    assert "20 aggregates sent, 2 windows open" in text
+    assert "cannot reach http://influx:8086" in text
+    stale = io.StringIO()
+    print_status({**status, "clock_synchronized": True}, age_s=120.0, out=stale)
+    assert "NOT RUNNING" in stale.getvalue() and "clock" not in stale.getvalue()
