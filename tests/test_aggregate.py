@@ -118,7 +118,7 @@ aggregate = { window = "1s", stats = ["mean", "min", "max"], grace = "0.2s" }
     cfg = load_config(write_config(tmp_path / "gw.toml", tmp_path / "state", source))
     daemon = Daemon(cfg, metrics=Metrics(), serve_metrics=False)
     task = asyncio.create_task(daemon.run())
-    await wait_for(lambda: daemon.dispatchers and daemon.dispatchers["local"].sent_total >= 9)
+    await wait_for(lambda: daemon.dispatchers and daemon.dispatchers["local"].sent_total >= 9, timeout=30)
     supervisor = daemon.supervisors["seq"]
     daemon.request_stop()
     await task
