@@ -361,8 +361,9 @@ def test_an_old_store_is_migrated_on_open_without_losing_a_point(
     finally:
         store.close()
     migrations = [r for r in caplog.records if r.name == "gateway.sinks.local" and r.levelno == logging.INFO]
-    assert len(migrations) == 1
-    assert "97 points" in migrations[0].getMessage()
+    assert len(migrations) == 2  # one line before (with an estimate), one after
+    assert "migrating 97 points" in migrations[0].getMessage()
+    assert "migrated 97 points" in migrations[1].getMessage()
     caplog.clear()
     LocalStore(path).close()  # opened again: nothing left to migrate
     assert not [r for r in caplog.records if r.name == "gateway.sinks.local"]
