@@ -1,4 +1,7 @@
-"""Interning of series rows (site, gateway, device, quantity, unit, tags) in the buffer."""
+"""Interning of series rows (site, gateway, device, quantity, unit, tags) in a ``series`` table.
+
+Used by the durable buffer and by the local store, whose ``series`` tables have the same columns.
+"""
 
 from __future__ import annotations
 
@@ -77,10 +80,8 @@ class SeriesTable:
             self._by_id.pop(sid, None)
         self._created.clear()
 
-    def purge_unused(self) -> int:
-        """Delete series no reading or dead letter refers to (run at open, outside a transaction)."""
-        cur = self._conn.execute(
-            "DELETE FROM series WHERE id NOT IN (SELECT series FROM readings)"
-            " AND id NOT IN (SELECT series FROM dead_letters)"
-        )
-        return cur.rowcount
+    def forget_all(self) -> None:
+        """Forget every cached entry (after series rows were deleted: their ids must not be used again)."""
+        self.by_key.clear()
+        self._by_id.clear()
+        self._created.clear()

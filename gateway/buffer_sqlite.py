@@ -153,7 +153,11 @@ class DurableBuffer:
         self._tail: list[Reading] = []
         self._tail_first = self._last_id + 1
         if not self.read_only and conn.execute("SELECT count(*) FROM series").fetchone()[0] > 1000:
-            self._series.purge_unused()
+            # Series no reading or dead letter refers to any more (at open: nothing is cached yet).
+            conn.execute(
+                "DELETE FROM series WHERE id NOT IN (SELECT series FROM readings)"
+                " AND id NOT IN (SELECT series FROM dead_letters)"
+            )
         log.debug(
             "buffer %s: %d readings, ids %d..%d, sinks %s",
             self.path,

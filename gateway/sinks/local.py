@@ -38,12 +38,12 @@ from typing import Any, Final, Literal
 
 from pydantic import Field
 
-from gateway.buffer_codec import SeriesKey, SqlValue, decode_value, encode_value, from_sql_text, to_sql_text
+from gateway.buffer_codec import SqlValue, decode_value, encode_value, from_sql_text, to_sql_text
+from gateway.buffer_series import SeriesTable
 from gateway.config_types import Duration
 from gateway.model import Quality, Reading
 from gateway.sink import Outcome, SendResult, Sink, SinkConfig
 from gateway.sqlite_rows import insert_rows
-from gateway.tags import TagsTextCache
 
 log = logging.getLogger("gateway.sinks.local")
 
@@ -80,10 +80,6 @@ UPSERT_TAIL: Final = (
 )
 UPSERT: Final = f"{UPSERT_HEAD} VALUES (?, ?, ?, ?, ?) {UPSERT_TAIL}"
 _SERIES_COLUMNS: Final = "site, gateway, device, quantity, unit, tags"
-_SELECT_SERIES: Final = (
-    "SELECT id FROM series WHERE site = ? AND gateway = ? AND device = ? AND quantity = ? AND unit = ? AND tags = ?"
-)
-_INSERT_SERIES: Final = f"INSERT INTO series ({_SERIES_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 
 # Version 1 -> 2, run inside one transaction. The old indexes carry the names
 # of the new ones, so they go first; the new indexes are built after the copy.
@@ -102,10 +98,6 @@ FROM points_v1 o JOIN series s ON s.site = o.site AND s.gateway = o.gateway AND 
     AND s.quantity = o.quantity AND s.unit = o.unit AND s.tags = o.tags
 ORDER BY o.id
 """
-
-# Bounds the series cache when tags vary per reading (each tag set is a
-# series); past this it starts again from empty and refills from SQLite.
-_SERIES_CACHE_MAX: Final = 50_000
 
 
 class StoreSchemaError(sqlite3.DatabaseError):
@@ -162,46 +154,6 @@ class LocalSinkConfig(SinkConfig):
     retention: Duration = Field(default=7 * 86400.0, gt=0, description="points older than this are deleted")
 
 
-class _SeriesIds:
-    """Series key -> id, interning new keys in the ``series`` table.
-
-    Bounded; ids created inside a transaction are forgotten if it rolls back,
-    so a cached id always exists in the database.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self.ids: dict[SeriesKey, int] = {}
-        self._created: list[SeriesKey] = []
-
-    def intern(self, key: SeriesKey) -> int:
-        """The id of a series, inserting it if new. Call inside a write transaction."""
-        stored = tuple(to_sql_text(part) for part in key)
-        row = self._conn.execute(_SELECT_SERIES, stored).fetchone()
-        if row is None:
-            sid = self._conn.execute(_INSERT_SERIES, stored).lastrowid
-            assert sid is not None
-            self._created.append(key)
-        else:
-            sid = row[0]
-        if len(self.ids) >= _SERIES_CACHE_MAX:
-            self.ids.clear()
-        self.ids[key] = sid
-        return sid
-
-    def committed(self) -> None:
-        self._created.clear()
-
-    def rolled_back(self) -> None:
-        for key in self._created:
-            self.ids.pop(key, None)
-        self._created.clear()
-
-    def forget_all(self) -> None:
-        self.ids.clear()
-        self._created.clear()
-
-
 class LocalStore:
     """Synchronous access to the store file; used by the sink (on its thread) and the CLI.
 
@@ -227,8 +179,7 @@ class LocalStore:
         except BaseException:
             self.conn.close()
             raise
-        self._series = _SeriesIds(self.conn)
-        self._tags_text = TagsTextCache()
+        self._series = SeriesTable(self.conn)
 
     # -- schema ------------------------------------------------------------
 
@@ -332,17 +283,14 @@ class LocalStore:
 
     def write(self, batch: Sequence[Reading]) -> None:
         """Store a batch in one transaction; a point already stored is overwritten."""
-        ids = self._series.ids
-        intern = self._series.intern
-        tags_text = self._tags_text
+        series = self._series
+        by_key, tags_text = series.by_key, series.tags_text
         rows: list[tuple[int, int, SqlValue, int, int]] = []
         with self._transaction() as conn:
             for r in batch:
                 tags = r.tags
                 key = (r.site, r.gateway, r.device, r.quantity, r.unit, tags_text(tags) if tags else "")
-                sid = ids.get(key)
-                if sid is None:
-                    sid = intern(key)
+                sid, _ = by_key.get(key) or series.lookup(key)
                 value, kind, _ = encode_value(r.value)
                 rows.append((sid, r.ts_ns, value, kind, int(r.quality)))
             insert_rows(conn, UPSERT_HEAD, rows, UPSERT_TAIL)
