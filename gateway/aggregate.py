@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.config_types import Duration
 from gateway.model import Quality, Reading, Value, make_reading
+from gateway.tags import TagsCache, encode_tags
 
 Stat = Literal["mean", "min", "max", "last"]
 
@@ -57,7 +58,7 @@ class AggregateConfig(BaseModel):
         return self
 
 
-SeriesKey = tuple[str, str, str, str, str, tuple[tuple[str, str], ...]]
+_Series = tuple[str, str, str, str, str, str]  # site, gateway, device, quantity, unit, tags text
 
 
 @dataclass(slots=True)
@@ -88,14 +89,15 @@ class WindowAggregator:
         self.config = config
         self.window_ns = int(config.window * 1e9)
         self.grace_ns = int(config.grace * 1e9)
-        self._windows: dict[tuple[SeriesKey, int], _Window] = {}
+        self._windows: dict[tuple[_Series, int], _Window] = {}
+        self._tags_key = TagsCache(encode_tags, "")  # tags as canonical text, once per tag set
         self.reopened = 0  # windows opened again by a reading that came after they were forgotten
 
     def add(self, readings: Iterable[Reading], now_ns: int) -> None:
         forget_before = now_ns - self.grace_ns - self.window_ns
         for r in readings:
             start = r.ts_ns - r.ts_ns % self.window_ns
-            key = ((r.site, r.gateway, r.device, r.quantity, r.unit, tuple(sorted(r.tags.items()))), start)
+            key = ((r.site, r.gateway, r.device, r.quantity, r.unit, self._tags_key(r.tags)), start)
             window = self._windows.get(key)
             if window is None:
                 if start + self.window_ns <= forget_before:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from gateway.buffer_codec import SeriesKey, from_sql_text, series_size, to_sql_text
-from gateway.tags import TagsTextCache, decode_tags
+from gateway.tags import TagsCache, decode_tags, encode_tags
 
 # Bounds the caches when tags vary per reading (each distinct tag set is a
 # series); past this the caches start again from empty and refill from SQLite.
@@ -33,7 +33,7 @@ class SeriesTable:
         self.by_key: dict[SeriesKey, tuple[int, int]] = {}
         self._by_id: dict[int, SeriesFields] = {}
         self._created: list[tuple[SeriesKey, int]] = []
-        self.tags_text = TagsTextCache()
+        self.tags_text = TagsCache(encode_tags, "")
 
     def lookup(self, key: SeriesKey) -> tuple[int, int]:
         """(id, logical size) of a series, inserting it if new. Call inside a write transaction."""

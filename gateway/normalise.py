@@ -16,6 +16,7 @@ from types import MappingProxyType
 from gateway.metrics import Metrics
 from gateway.model import Quality, Reading, make_reading
 from gateway.quantities import QUANTITIES, convert_to_canonical
+from gateway.tags import TagsCache
 
 log = logging.getLogger("gateway.normalise")
 
@@ -29,7 +30,8 @@ class Normaliser:
         self._warned: set[tuple[str, str, str]] = set()
         # A reading's tags merged over the source's, per distinct tag set: readings
         # share few tag sets, and merging per reading cost 5 us of the 8 it took.
-        self._merged = TagsMergeCache(self.source_tags)
+        defaults = self.source_tags
+        self._merged = TagsCache(lambda tags: MappingProxyType({**defaults, **tags}), defaults, max_entries=10_000)
 
     def _warn_once(self, device: str, quantity: str, problem: str, message: str) -> None:
         key = (device, quantity, problem)
@@ -78,29 +80,6 @@ class Normaliser:
             for (device, outcome), n in outcomes.items():
                 self.metrics.readings.labels(self.driver, device, outcome).inc(n)
         return out
-
-
-class TagsMergeCache:
-    """``{**defaults, **tags}`` (the reading's own tags win), one immutable mapping per distinct tag set."""
-
-    def __init__(self, defaults: Mapping[str, str], max_entries: int = 10_000) -> None:
-        self.defaults = defaults
-        self.max_entries = max_entries
-        self._merged: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
-
-    def __call__(self, tags: Mapping[str, str]) -> Mapping[str, str]:
-        if not tags:
-            return self.defaults
-        try:
-            key = tuple(tags.items())
-            merged = self._merged.get(key)
-        except TypeError:  # unhashable value: merge without caching
-            return MappingProxyType({**self.defaults, **tags})
-        if merged is None:
-            if len(self._merged) >= self.max_entries:
-                self._merged.clear()
-            merged = self._merged[key] = MappingProxyType({**self.defaults, **tags})
-        return merged
 
 
 _OUTCOME: dict[Quality, str] = {Quality.GOOD: "ok", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad"}
