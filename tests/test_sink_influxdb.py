@@ -15,27 +15,13 @@ import pytest
 
 from gateway import plugins
 from gateway.config import ConfigError, build_config
-from gateway.model import Quality, Reading
+from gateway.model import Quality
 from gateway.sink import Outcome
 from gateway.sinks.influxdb import InfluxDBSink, InfluxDBSinkConfig, retry_after_seconds
+from tests.sample import T0, reading
 from tests.servers import VictoriaMetrics, free_port
 
-T0 = 1_714_557_600_000_000_000  # 2024-05-01T10:00:00Z
 TOKEN = "s3cr3t-t0ken-do-not-log"
-
-
-def reading(i: int, **kw: object) -> Reading:
-    base: dict[str, object] = {
-        "ts_ns": T0 + i * 10_000_000_000,
-        "site": "lab",
-        "gateway": "gw1",
-        "device": "th-1",
-        "quantity": "temperature",
-        "value": 20.0 + i / 4,
-        "unit": "Cel",
-    }
-    base.update(kw)
-    return Reading(**base)  # type: ignore[arg-type]
 
 
 def make_sink(url: str, **kw: object) -> InfluxDBSink:

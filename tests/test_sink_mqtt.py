@@ -14,26 +14,11 @@ import aiomqtt
 import pytest
 
 from gateway.config import ConfigError, build_config
-from gateway.model import Quality, Reading
+from gateway.model import Quality
 from gateway.sink import Outcome
 from gateway.sinks.mqtt import MQTTSink, MQTTSinkConfig
+from tests.sample import T0, reading
 from tests.servers import Mosquitto, free_port, running
-
-T0 = 1_714_557_600_000_000_000  # 2024-05-01T10:00:00Z
-
-
-def reading(i: int = 0, **kw: object) -> Reading:
-    base: dict[str, object] = {
-        "ts_ns": T0 + i * 10_000_000_000,
-        "site": "lab",
-        "gateway": "gw1",
-        "device": "th-1",
-        "quantity": "temperature",
-        "value": 20.0 + i / 4,
-        "unit": "Cel",
-    }
-    base.update(kw)
-    return Reading(**base)  # type: ignore[arg-type]
 
 
 def make_sink(host: str, port: int, **kw: object) -> MQTTSink:
