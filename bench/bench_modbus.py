@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 
-from drivers.modbus.devices import load_profile_model
-from drivers.modbus.planner import Span, plan_requests
-from simulators.modbus.harness import running_driver
+from gateway.drivers.modbus.devices import load_profile_model
+from gateway.drivers.modbus.planner import Span, plan_requests
+from gateway.simulators.modbus.harness import running_driver
 
 
 def _free_port() -> int:
@@ -41,7 +41,7 @@ def requests_per_poll() -> None:
 async def throughput(devices: int, seconds: float, interval: float, profile: str) -> None:
     port = _free_port()
     code = (
-        "import argparse,sys; from simulators.modbus import cli; p=argparse.ArgumentParser(); cli.add_arguments(p); "
+        "import argparse,sys; from gateway.simulators.modbus import cli; p=argparse.ArgumentParser(); cli.add_arguments(p); "
         "sys.exit(cli.main(p.parse_args(sys.argv[1:])))"
     )
     sim = subprocess.Popen(

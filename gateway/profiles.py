@@ -3,7 +3,8 @@
 A profile is ``<name>.toml`` in one of the profile directories, searched in order:
 1. every directory in ``$GATEWAY_PROFILES`` (``:``-separated),
 2. ``/etc/gateway/profiles`` (the technician's own profiles),
-3. the profiles shipped with the gateway (``config/profiles/`` in the source tree).
+3. the profiles shipped with the gateway (``config/profiles/`` in the source tree, installed as the
+   package ``gateway.profile_files`` and found with ``importlib.resources`` whatever the install).
 The first match wins, so a site can override a shipped profile by name.
 Each driver validates the profile's contents with its own pydantic model.
 """
@@ -12,13 +13,13 @@ from __future__ import annotations
 
 import os
 import tomllib
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-SHIPPED_DIRS = (
-    Path(__file__).resolve().parent.parent / "config" / "profiles",  # source tree / editable install
-    Path(__file__).resolve().parent / "_profiles",  # wheel install (see pyproject package-dir)
-)
+# A wheel or a Debian package installs the profiles as a plain folder, and an editable install maps
+# the package onto config/profiles: either way it is a real directory.
+SHIPPED_DIR = Path(str(files("gateway.profile_files")))
 SYSTEM_DIR = Path("/etc/gateway/profiles")
 
 
@@ -31,7 +32,7 @@ def search_dirs(extra: list[Path] | None = None) -> list[Path]:
     env = os.environ.get("GATEWAY_PROFILES", "")
     dirs += [Path(p) for p in env.split(":") if p]
     dirs.append(SYSTEM_DIR)
-    dirs += [d for d in SHIPPED_DIRS if d.is_dir()]
+    dirs.append(SHIPPED_DIR)
     return dirs
 
 

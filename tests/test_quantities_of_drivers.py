@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from drivers.lorawan.codecs import DecodeResult, cayenne, elsys, make_codec
+from gateway.drivers.lorawan.codecs import DecodeResult, cayenne, elsys, make_codec
 from gateway.quantities import QUANTITIES
 
 

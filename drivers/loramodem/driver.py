@@ -15,10 +15,10 @@ import serial
 import serial_asyncio_fast
 from pydantic import ValidationError
 
-from drivers.loramodem.config import LoRaModemConfig
-from drivers.loramodem.modems import MODEMS, BadLine, ModemError, Packet
-from drivers.lorawan.codecs import Codec, CodecConfigError, DecodeResult, make_codec
-from drivers.lorawan.config import DeviceProfile, profile_problem
+from gateway.drivers.loramodem.config import LoRaModemConfig
+from gateway.drivers.loramodem.modems import MODEMS, BadLine, ModemError, Packet
+from gateway.drivers.lorawan.codecs import Codec, CodecConfigError, DecodeResult, make_codec
+from gateway.drivers.lorawan.config import DeviceProfile, profile_problem
 from gateway import plugins
 from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
 from gateway.model import Reading

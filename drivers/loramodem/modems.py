@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from drivers.loramodem.config import LoRaModemConfig
+from gateway.drivers.loramodem.config import LoRaModemConfig
 
 CR_INDEX = {"4/5": 0, "4/6": 1, "4/7": 2, "4/8": 3}
 

@@ -24,7 +24,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from drivers.lorawan.events import Uplink
+from gateway.drivers.lorawan.events import Uplink
 
 Key = tuple[str, ...]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.demo_api import DemoPart
-from simulators.loramodem.cli import play
-from simulators.loramodem.emulator import RAK3172Emulator
-from simulators.lorawan.ns import NetworkServerSim, Server, SimDevice, make_devices
+from gateway.simulators.loramodem.cli import play
+from gateway.simulators.loramodem.emulator import RAK3172Emulator
+from gateway.simulators.lorawan.ns import NetworkServerSim, Server, SimDevice, make_devices
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from drivers.lorawan.codecs import Codec, CodecConfigError, make_codec
-from drivers.lorawan.config import DeviceConfig, DeviceProfile, LoRaWANConfig, ObjectField, profile_problem
-from drivers.lorawan.events import DeviceIds
+from gateway.drivers.lorawan.codecs import Codec, CodecConfigError, make_codec
+from gateway.drivers.lorawan.config import DeviceConfig, DeviceProfile, LoRaWANConfig, ObjectField, profile_problem
+from gateway.drivers.lorawan.events import DeviceIds
 from gateway import plugins
 from gateway.profiles import ProfileError, load_profile
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from drivers.lorawan.codecs import DecodeResult
-from drivers.lorawan.config import ObjectField, RadioMode
-from drivers.lorawan.events import Status, Uplink
+from gateway.drivers.lorawan.codecs import DecodeResult
+from gateway.drivers.lorawan.config import ObjectField, RadioMode
+from gateway.drivers.lorawan.events import Status, Uplink
 from gateway.driver import DriverContext
 from gateway.model import Reading
 

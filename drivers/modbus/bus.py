@@ -18,7 +18,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.modbus.config import ModbusSourceConfig
+from gateway.drivers.modbus.config import ModbusSourceConfig
 
 EXC_NAMES = {
     1: "illegal function",

@@ -9,11 +9,11 @@ import sys
 import time
 from typing import Any, TextIO
 
-from drivers.modbus.bus import Bus, BusUnavailable, ExceptionResponse, ModbusTransportError
-from drivers.modbus.config import ModbusSourceConfig
-from drivers.modbus.devices import DeviceSetupError, resolve_device
-from drivers.modbus.driver import quiet_pymodbus
-from drivers.modbus.poller import DevicePoller, FieldResult
+from gateway.drivers.modbus.bus import Bus, BusUnavailable, ExceptionResponse, ModbusTransportError
+from gateway.drivers.modbus.config import ModbusSourceConfig
+from gateway.drivers.modbus.devices import DeviceSetupError, resolve_device
+from gateway.drivers.modbus.driver import quiet_pymodbus
+from gateway.drivers.modbus.poller import DevicePoller, FieldResult
 from gateway.driver import DriverContext
 
 PROBE_EPILOG = """\

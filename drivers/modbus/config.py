@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from drivers.modbus.decode import DataType, WordOrder
+from gateway.drivers.modbus.decode import DataType, WordOrder
 from gateway.config_types import Duration
 from gateway.driver import SourceConfig
 from gateway.quantities import QUANTITIES, convert_to_canonical

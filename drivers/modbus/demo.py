@@ -6,8 +6,8 @@ import socket
 from pathlib import Path
 
 from gateway.demo_api import DemoPart
-from simulators.modbus.device import devices_from_profiles
-from simulators.modbus.server import ModbusSimulator
+from gateway.simulators.modbus.device import devices_from_profiles
+from gateway.simulators.modbus.server import ModbusSimulator
 
 
 def demo_part(workdir: Path) -> DemoPart | None:

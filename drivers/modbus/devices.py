@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from drivers.modbus.config import (
+from gateway.drivers.modbus.config import (
     MAX_BITS_PER_READ,
     MAX_REGISTERS_PER_READ,
     DeviceConfig,
@@ -15,7 +15,7 @@ from drivers.modbus.config import (
     ModbusSourceConfig,
     ProfileModel,
 )
-from drivers.modbus.planner import PlanError, ReadRequest, Span, plan_requests
+from gateway.drivers.modbus.planner import PlanError, ReadRequest, Span, plan_requests
 from gateway.config import key_path
 from gateway.profiles import ProfileError, load_profile
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from drivers.modbus.bus import Bus
-from drivers.modbus.config import ModbusSourceConfig
-from drivers.modbus.devices import DeviceSetupError, ResolvedDevice, resolve_devices
-from drivers.modbus.poller import DevicePoller
-from drivers.modbus.scheduler import BusScheduler
+from gateway.drivers.modbus.bus import Bus
+from gateway.drivers.modbus.config import ModbusSourceConfig
+from gateway.drivers.modbus.devices import DeviceSetupError, ResolvedDevice, resolve_devices
+from gateway.drivers.modbus.poller import DevicePoller
+from gateway.drivers.modbus.scheduler import BusScheduler
 from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
 
 

@@ -11,11 +11,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from drivers.modbus.bus import Bus, BusUnavailable, ExceptionResponse, ModbusTransportError
-from drivers.modbus.config import FieldSpec
-from drivers.modbus.decode import DecodeError, RegisterValue, decode_registers
-from drivers.modbus.devices import ResolvedDevice
-from drivers.modbus.planner import ReadRequest, split_request
+from gateway.drivers.modbus.bus import Bus, BusUnavailable, ExceptionResponse, ModbusTransportError
+from gateway.drivers.modbus.config import FieldSpec
+from gateway.drivers.modbus.decode import DecodeError, RegisterValue, decode_registers
+from gateway.drivers.modbus.devices import ResolvedDevice
+from gateway.drivers.modbus.planner import ReadRequest, split_request
 from gateway.driver import DriverContext
 from gateway.model import Quality, Reading
 from gateway.quantities import QUANTITIES, convert_to_canonical

@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from drivers.modbus.bus import Bus, BusUnavailable
-from drivers.modbus.poller import DevicePoller
+from gateway.drivers.modbus.bus import Bus, BusUnavailable
+from gateway.drivers.modbus.poller import DevicePoller
 from gateway.driver import DriverContext, Emit
 from gateway.model import Reading
 from gateway.scheduling import Backoff, next_aligned_tick

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.demo_api import DemoPart
-from simulators.serial.pty import Faults, PtySimulator
+from gateway.simulators.serial.pty import Faults, PtySimulator
 
 
 def demo_part(workdir: Path) -> DemoPart | None:

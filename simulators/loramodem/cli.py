@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from simulators.loramodem.emulator import EMULATORS, ModemEmulator
-from simulators.lorawan.payloads import ENCODERS
+from gateway.simulators.loramodem.emulator import EMULATORS, ModemEmulator
+from gateway.simulators.lorawan.payloads import ENCODERS
 
 EPILOG = """example:
   gateway sim loramodem --model rak3172 --codec cayenne_lpp --rate 0.5

@@ -7,8 +7,8 @@ import asyncio
 
 import aiomqtt
 
-from simulators.lorawan.ns import NetworkServerSim, make_devices
-from simulators.lorawan.payloads import ENCODERS
+from gateway.simulators.lorawan.ns import NetworkServerSim, make_devices
+from gateway.simulators.lorawan.payloads import ENCODERS
 
 EPILOG = """example:
   gateway sim lorawan --server chirpstack --port 1883 --devices 5 --codec dragino_lht65 \\

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import aiomqtt
 
-from simulators.lorawan.payloads import ENCODERS
+from gateway.simulators.lorawan.payloads import ENCODERS
 
 Server = Literal["chirpstack", "ttn"]
 CHIRPSTACK_APP = "17c82e96-be03-4f38-aef3-f83d48582d97"

@@ -10,9 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
-from drivers.modbus.devices import DeviceSetupError
-from simulators.modbus.device import devices_from_profiles
-from simulators.modbus.server import ModbusSimulator
+from gateway.drivers.modbus.devices import DeviceSetupError
+from gateway.simulators.modbus.device import devices_from_profiles
+from gateway.simulators.modbus.server import ModbusSimulator
 
 EPILOG = """\
 examples:
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build(args: argparse.Namespace) -> ModbusSimulator:
-    from drivers.modbus.cli import parse_units
+    from gateway.drivers.modbus.cli import parse_units
 
     units: dict[int, str] = {}
     if args.profile:

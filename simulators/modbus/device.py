@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drivers.modbus.config import FieldSpec
-from drivers.modbus.decode import encode_value
+from gateway.drivers.modbus.config import FieldSpec
+from gateway.drivers.modbus.decode import encode_value
 from gateway.quantities import QUANTITIES, convert_to_canonical
 
 # (typical value, swing) in the canonical unit; the value follows a slow sine.
@@ -140,7 +140,7 @@ def devices_from_profiles(
     units: Mapping[int, str], *, profile_dirs: list[Path] | None = None, strict_addresses: bool = False
 ) -> dict[int, SimulatedDevice]:
     """unit id -> profile name  =>  unit id -> simulated device (profile errors raise DeviceSetupError)."""
-    from drivers.modbus.devices import load_profile_model  # driver-side validation of the same file
+    from gateway.drivers.modbus.devices import load_profile_model  # driver-side validation of the same file
 
     out: dict[int, SimulatedDevice] = {}
     for unit, name in units.items():

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.modbus.config import ModbusSourceConfig
-from drivers.modbus.driver import ModbusDriver
+from gateway.drivers.modbus.config import ModbusSourceConfig
+from gateway.drivers.modbus.driver import ModbusDriver
 from gateway.driver import DriverContext
 from gateway.model import Reading
 

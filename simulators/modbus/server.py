@@ -24,7 +24,7 @@ from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-from simulators.modbus.device import SimulatedDevice
+from gateway.simulators.modbus.device import SimulatedDevice
 
 _TABLES = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
 _RESPONSES: dict[int, type[ModbusPDU]] = {

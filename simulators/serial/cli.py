@@ -112,6 +112,6 @@ async def _stop_after(sim: PtySimulator, count: int, stop: asyncio.Event) -> Non
 
 
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m simulators.serial.cli")
+    _parser = argparse.ArgumentParser(prog="python -m gateway.simulators.serial.cli")
     add_arguments(_parser)
     sys.exit(main(_parser.parse_args()))

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from drivers._template.driver import TemplateConfig, TemplateDriver
+from gateway.drivers._template.driver import TemplateConfig, TemplateDriver
 from gateway.driver import DriverContext
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from drivers.loramodem.config import LoRaModemConfig
-from drivers.loramodem.driver import LoRaModemDriver
+from gateway.drivers.loramodem.config import LoRaModemConfig
+from gateway.drivers.loramodem.driver import LoRaModemDriver
 from gateway.driver import DriverContext
 from gateway.model import Reading
-from simulators.loramodem.emulator import EMULATORS, ModemEmulator, RAK3172Emulator, RN2483Emulator
-from simulators.lorawan.payloads import cayenne, dragino_lht65, expected_values
+from gateway.simulators.loramodem.emulator import EMULATORS, ModemEmulator, RAK3172Emulator, RN2483Emulator
+from gateway.simulators.lorawan.payloads import cayenne, dragino_lht65, expected_values
 
 
 class Run:

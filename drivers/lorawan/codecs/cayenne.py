@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from drivers.lorawan.codecs import CodecConfigError, DecodeResult
+from gateway.drivers.lorawan.codecs import CodecConfigError, DecodeResult
 from gateway.quantities import canonical_unit
 
 G = 9.80665  # standard gravity, m/s2 per G

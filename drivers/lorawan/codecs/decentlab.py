@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from drivers.lorawan.codecs import CodecConfigError, DecodeResult
+from gateway.drivers.lorawan.codecs import CodecConfigError, DecodeResult
 
 PROTOCOL_VERSION = 2
 HEADER_SIZE = 5

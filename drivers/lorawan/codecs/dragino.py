@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from drivers.lorawan.codecs import CodecConfigError, DecodeResult
+from gateway.drivers.lorawan.codecs import CodecConfigError, DecodeResult
 
 PROBE_ABSENT = 0x7FFF  # what the external DS18B20 reads when it is unplugged
 EXT_NOT_CONNECTED = 0x80

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from drivers.lorawan.codecs import CodecConfigError, DecodeResult
+from gateway.drivers.lorawan.codecs import CodecConfigError, DecodeResult
 
 G = 9.80665
 

@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from drivers.lorawan.config import LoRaWANConfig
-from drivers.lorawan.driver import LoRaWANDriver
+from gateway.drivers.lorawan.config import LoRaWANConfig
+from gateway.drivers.lorawan.driver import LoRaWANDriver
 from gateway.driver import DriverContext
 from gateway.model import Reading
 

@@ -6,15 +6,15 @@ import base64
 
 import pytest
 
-from drivers.lorawan.codecs import DecodeResult, Measurement, available, make_codec
-from drivers.lorawan.codecs.cayenne import CayenneLPP, G
-from drivers.lorawan.codecs.decentlab import Decentlab
-from drivers.lorawan.codecs.dragino import DraginoLHT65
-from drivers.lorawan.codecs.elsys import Elsys
-from drivers.lorawan.config import DeviceProfile
+from gateway.drivers.lorawan.codecs import DecodeResult, Measurement, available, make_codec
+from gateway.drivers.lorawan.codecs.cayenne import CayenneLPP, G
+from gateway.drivers.lorawan.codecs.decentlab import Decentlab
+from gateway.drivers.lorawan.codecs.dragino import DraginoLHT65
+from gateway.drivers.lorawan.codecs.elsys import Elsys
+from gateway.drivers.lorawan.config import DeviceProfile
 from gateway.profiles import load_profile
 from gateway.quantities import QUANTITIES
-from simulators.lorawan.payloads import ENCODERS, expected_values
+from gateway.simulators.lorawan.payloads import ENCODERS, expected_values
 
 
 def values(result: DecodeResult) -> list[tuple[str, float | int | bool | str, str, str | None]]:
@@ -200,7 +200,7 @@ def test_codec_quantities_are_canonical_or_documented_custom() -> None:
         "water_leak",
         "link_margin",
     }
-    from drivers.lorawan.codecs import cayenne
+    from gateway.drivers.lorawan.codecs import cayenne
 
     for size, decoder in cayenne.TYPES.values():
         for quantity, _value, unit in decoder(bytes(size)):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from lora_helpers import Harness, wait_for
 
-from drivers.lorawan.demo import demo_part
+from gateway.drivers.lorawan.demo import demo_part
 from gateway.config import build_config
-from simulators.loramodem.cli import play
-from simulators.loramodem.emulator import RN2483Emulator
+from gateway.simulators.loramodem.cli import play
+from gateway.simulators.loramodem.emulator import RN2483Emulator
 from tests.servers import Mosquitto
 
 

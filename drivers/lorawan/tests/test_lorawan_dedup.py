@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from drivers.lorawan.dedup import Deduplicator
-from drivers.lorawan.events import DeviceIds, Radio, Uplink
+from gateway.drivers.lorawan.dedup import Deduplicator
+from gateway.drivers.lorawan.events import DeviceIds, Radio, Uplink
 
 S = 1_000_000_000
 

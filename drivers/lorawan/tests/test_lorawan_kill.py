@@ -24,7 +24,7 @@ import aiomqtt
 import pytest
 
 from gateway.sinks.local import LocalStore
-from simulators.lorawan.ns import NetworkServerSim, make_devices
+from gateway.simulators.lorawan.ns import NetworkServerSim, make_devices
 from tests.servers import Mosquitto
 
 BURST = 400

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from drivers.modbus import cli
-from drivers.modbus.config import ModbusSourceConfig
-from drivers.modbus.demo import demo_part
+from gateway.drivers.modbus import cli
+from gateway.drivers.modbus.config import ModbusSourceConfig
+from gateway.drivers.modbus.demo import demo_part
 from gateway.config import build_config, parse_config
-from simulators.modbus import cli as sim_cli
-from simulators.modbus.device import devices_from_profiles
-from simulators.modbus.harness import running_driver
-from simulators.modbus.server import ModbusSimulator
+from gateway.simulators.modbus import cli as sim_cli
+from gateway.simulators.modbus.device import devices_from_profiles
+from gateway.simulators.modbus.harness import running_driver
+from gateway.simulators.modbus.server import ModbusSimulator
 
 
 def _parser() -> argparse.ArgumentParser:

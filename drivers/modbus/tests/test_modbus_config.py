@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from drivers.modbus.config import ModbusSourceConfig
-from drivers.modbus.devices import DeviceSetupError, resolve_devices
+from gateway.drivers.modbus.config import ModbusSourceConfig
+from gateway.drivers.modbus.devices import DeviceSetupError, resolve_devices
 from gateway.config import ConfigError, load_config, parse_config
 
 HERE = Path(__file__).resolve().parent.parent

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.modbus.config import FieldSpec
-from drivers.modbus.decode import DATA_TYPES, WORD_ORDERS, DecodeError, decode_registers, encode_value
-from drivers.modbus.poller import field_value
+from gateway.drivers.modbus.config import FieldSpec
+from gateway.drivers.modbus.decode import DATA_TYPES, WORD_ORDERS, DecodeError, decode_registers, encode_value
+from gateway.drivers.modbus.poller import field_value
 from gateway.model import Quality
 
 # --- vendor vectors: /work/shared/reference/protocols.md §6a (Eastron) and §6b (XY-MD02) ---

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from simulators.modbus.device import devices_from_profiles
-from simulators.modbus.harness import running_driver
-from simulators.modbus.server import ModbusSimulator
+from gateway.simulators.modbus.device import devices_from_profiles
+from gateway.simulators.modbus.harness import running_driver
+from gateway.simulators.modbus.server import ModbusSimulator
 
 MD02 = {"input": {0x01: 0x0131, 0x02: 0x0222}}  # 30.5 °C, 54.6 %RH (protocols.md §6b)
 

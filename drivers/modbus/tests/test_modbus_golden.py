@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from drivers.modbus.config import ModbusSourceConfig
+from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.config import build_config
 from gateway.model import Reading
-from simulators.modbus.device import SimulatedDevice
-from simulators.modbus.harness import running_driver
-from simulators.modbus.server import ModbusSimulator
+from gateway.simulators.modbus.device import SimulatedDevice
+from gateway.simulators.modbus.harness import running_driver
+from gateway.simulators.modbus.server import ModbusSimulator
 
 CASES = sorted(p for p in (Path(__file__).resolve().parent.parent / "testcases").iterdir() if p.is_dir())
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.modbus.devices import load_profile_model
-from drivers.modbus.planner import PlanError, Span, plan_requests, split_request
+from gateway.drivers.modbus.devices import load_profile_model
+from gateway.drivers.modbus.planner import PlanError, Span, plan_requests, split_request
 
 
 def set_partitions(items: list[int]) -> Iterator[list[list[int]]]:

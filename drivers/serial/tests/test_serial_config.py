@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.serial.config import NMEADecoder, PMS5003Decoder, SDS011Decoder, SerialSourceConfig, resolve
-from drivers.serial.driver import SerialDriver
+from gateway.drivers.serial.config import NMEADecoder, PMS5003Decoder, SDS011Decoder, SerialSourceConfig, resolve
+from gateway.drivers.serial.driver import SerialDriver
 from gateway.config import ConfigError, load_config, parse_config
 
 HERE = Path(__file__).resolve().parent.parent

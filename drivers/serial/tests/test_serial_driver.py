@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from serial_harness import running_driver, wait_until
 
-from drivers.serial.position import PositionRegistry
-from simulators.serial.pty import Faults, PtySimulator
+from gateway.drivers.serial.position import PositionRegistry
+from gateway.simulators.serial.pty import Faults, PtySimulator
 
 
 async def _started(sim: PtySimulator, *, silent: bool = False) -> PtySimulator:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.serial.config import CSVDecoder, FieldSpec, JSONDecoder, KeyValueDecoder, RegexDecoder
-from drivers.serial.lines import LineError, make_parser, map_fields
-from drivers.serial.stream import StreamDecoder
+from gateway.drivers.serial.config import CSVDecoder, FieldSpec, JSONDecoder, KeyValueDecoder, RegexDecoder
+from gateway.drivers.serial.lines import LineError, make_parser, map_fields
+from gateway.drivers.serial.stream import StreamDecoder
 
 
 def _fields(*specs: tuple[str, str]) -> list[FieldSpec]:

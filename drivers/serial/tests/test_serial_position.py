@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from drivers.serial.measurement import Position
-from drivers.serial.nmea import parse_fix
-from drivers.serial.position import PositionRegistry
+from gateway.drivers.serial.measurement import Position
+from gateway.drivers.serial.nmea import parse_fix
+from gateway.drivers.serial.position import PositionRegistry
 from gateway.model import Quality
-from simulators.serial.devices import nmea_sentence
+from gateway.simulators.serial.devices import nmea_sentence
 
 
 def test_fresh_fix_gives_tags_and_stale_fix_gives_none() -> None:
@@ -34,9 +34,9 @@ def test_rmc_accepts_11_12_and_13_fields() -> None:
 
 
 def test_nmea_sentence_selection_and_publishing() -> None:
-    from drivers.serial.config import NMEADecoder
-    from drivers.serial.stream import StreamDecoder
-    from simulators.serial.devices import gps_frames
+    from gateway.drivers.serial.config import NMEADecoder
+    from gateway.drivers.serial.stream import StreamDecoder
+    from gateway.simulators.serial.devices import gps_frames
 
     gga, rmc, _ = gps_frames(0)
     both = StreamDecoder(NMEADecoder(type="nmea")).feed(gga + rmc, 0.0)

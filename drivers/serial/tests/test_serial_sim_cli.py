@@ -9,7 +9,7 @@ from pathlib import Path
 
 import serial
 
-from drivers.serial.particulates import decode_sds011, sds011_framer
+from gateway.drivers.serial.particulates import decode_sds011, sds011_framer
 
 
 def test_sim_serial_cli_serves_frames_on_the_link(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_sim_serial_rejects_bad_probability(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "simulators.serial.cli",
+            "gateway.simulators.serial.cli",
             "--device",
             "nmea",
             "--link",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.serial.measurement import Measurement
-from drivers.serial.nmea import NMEAError, parse_fix
-from drivers.serial.particulates import (
+from gateway.drivers.serial.measurement import Measurement
+from gateway.drivers.serial.nmea import NMEAError, parse_fix
+from gateway.drivers.serial.particulates import (
     decode_pms5003,
     decode_sds011,
     pms5003_framer,
@@ -166,7 +166,7 @@ def test_nmea_wrong_checksum_is_rejected_7() -> None:
 
 
 def test_nmea_no_fix_reports_quality_but_no_position() -> None:
-    from simulators.serial.devices import nmea_sentence
+    from gateway.simulators.serial.devices import nmea_sentence
 
     fix = parse_fix(nmea_sentence("GPGGA,123519,0000.000,N,00000.000,E,0,00,,,M,,M,,"))
     assert fix is not None and fix.position is None
@@ -201,7 +201,7 @@ def test_nmea_malformed_lines_raise_a_counted_kind(line: bytes, kind: str) -> No
     ],
 )
 def test_nmea_valid_checksum_but_bad_content_is_malformed(body: str) -> None:
-    from simulators.serial.devices import nmea_sentence
+    from gateway.simulators.serial.devices import nmea_sentence
 
     with pytest.raises(NMEAError) as info:
         parse_fix(nmea_sentence(body))
@@ -209,6 +209,6 @@ def test_nmea_valid_checksum_but_bad_content_is_malformed(body: str) -> None:
 
 
 def test_nmea_other_sentences_are_ignored() -> None:
-    from simulators.serial.devices import nmea_sentence
+    from gateway.simulators.serial.devices import nmea_sentence
 
     assert parse_fix(nmea_sentence("GPGSA,A,3,04,05,,09,12,,,24,,,,,2.5,1.3,2.1")) is None

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from drivers.simulated.driver import SimulatedConfig, SimulatedDriver
+from gateway.drivers.simulated.driver import SimulatedConfig, SimulatedDriver
 from gateway.driver import DriverContext
 from gateway.quantities import QUANTITIES
 
