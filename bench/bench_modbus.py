@@ -41,7 +41,8 @@ def requests_per_poll() -> None:
 async def throughput(devices: int, seconds: float, interval: float, profile: str) -> None:
     port = _free_port()
     code = (
-        "import argparse,sys; from gateway.simulators.modbus import cli; p=argparse.ArgumentParser(); cli.add_arguments(p); "
+        "import argparse,sys; from gateway.simulators.modbus import cli; "
+        "p=argparse.ArgumentParser(); cli.add_arguments(p); "
         "sys.exit(cli.main(p.parse_args(sys.argv[1:])))"
     )
     sim = subprocess.Popen(

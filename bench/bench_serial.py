@@ -27,9 +27,10 @@ from pathlib import Path
 from gateway.drivers.serial.config import SerialSourceConfig, resolve
 from gateway.drivers.serial.driver import SerialDriver
 from gateway.drivers.serial.stream import StreamDecoder
+from gateway.simulators.serial.devices import BINARY, make_frame
+
 from gateway.driver import DriverContext
 from gateway.model import Reading
-from gateway.simulators.serial.devices import BINARY, make_frame
 
 PROFILES = {
     "sds011": "sds011",
@@ -72,7 +73,17 @@ async def bench_driver_cpu(seconds: float, device: str = "sds011") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         link = Path(tmp) / "ttyBENCH"
         sim = subprocess.Popen(
-            [sys.executable, "-m", "gateway.simulators.serial.cli", "--device", device, "--link", str(link), "--rate", "1"],
+            [
+                sys.executable,
+                "-m",
+                "gateway.simulators.serial.cli",
+                "--device",
+                device,
+                "--link",
+                str(link),
+                "--rate",
+                "1",
+            ],
             stdout=subprocess.DEVNULL,
         )
         try:

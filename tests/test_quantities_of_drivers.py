@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from gateway.drivers.lorawan.codecs import DecodeResult, cayenne, elsys, make_codec
+
 from gateway.quantities import QUANTITIES
 
 

@@ -13,12 +13,12 @@ from typing import Any, ClassVar
 
 import serial
 import serial_asyncio_fast
-from pydantic import ValidationError
-
 from gateway.drivers.loramodem.config import LoRaModemConfig
 from gateway.drivers.loramodem.modems import MODEMS, BadLine, ModemError, Packet
 from gateway.drivers.lorawan.codecs import Codec, CodecConfigError, DecodeResult, make_codec
 from gateway.drivers.lorawan.config import DeviceProfile, profile_problem
+from pydantic import ValidationError
+
 from gateway import plugins
 from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
 from gateway.model import Reading

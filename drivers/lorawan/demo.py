@@ -12,10 +12,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from gateway.demo_api import DemoPart
 from gateway.simulators.loramodem.cli import play
 from gateway.simulators.loramodem.emulator import RAK3172Emulator
 from gateway.simulators.lorawan.ns import NetworkServerSim, Server, SimDevice, make_devices
+
+from gateway.demo_api import DemoPart
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from gateway.drivers.lorawan.codecs import Codec, CodecConfigError, make_codec
 from gateway.drivers.lorawan.config import DeviceConfig, DeviceProfile, LoRaWANConfig, ObjectField, profile_problem
 from gateway.drivers.lorawan.events import DeviceIds
+from pydantic import ValidationError
+
 from gateway import plugins
 from gateway.profiles import ProfileError, load_profile
 

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import aiomqtt
-
 from gateway.drivers.lorawan.codecs import DecodeResult
 from gateway.drivers.lorawan.config import LoRaWANConfig
 from gateway.drivers.lorawan.dedup import Deduplicator, Key
 from gateway.drivers.lorawan.devices import DeviceTable, ResolvedDevice
 from gateway.drivers.lorawan.events import PARSERS, EventError, Join, Status, Uplink
 from gateway.drivers.lorawan.readings import object_values, status_readings, uplink_readings
+
 from gateway.config_types import resolve_secret
 from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
 from gateway.model import Reading

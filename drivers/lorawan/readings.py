@@ -8,6 +8,7 @@ from typing import Any
 from gateway.drivers.lorawan.codecs import DecodeResult
 from gateway.drivers.lorawan.config import ObjectField, RadioMode
 from gateway.drivers.lorawan.events import Status, Uplink
+
 from gateway.driver import DriverContext
 from gateway.model import Reading
 

@@ -13,12 +13,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from gateway.drivers.modbus.config import ModbusSourceConfig
 from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
-
-from gateway.drivers.modbus.config import ModbusSourceConfig
 
 EXC_NAMES = {
     1: "illegal function",

@@ -14,6 +14,7 @@ from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.devices import DeviceSetupError, resolve_device
 from gateway.drivers.modbus.driver import quiet_pymodbus
 from gateway.drivers.modbus.poller import DevicePoller, FieldResult
+
 from gateway.driver import DriverContext
 
 PROBE_EPILOG = """\

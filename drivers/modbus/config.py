@@ -10,9 +10,9 @@ import difflib
 from pathlib import Path
 from typing import Literal
 
+from gateway.drivers.modbus.decode import DataType, WordOrder
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.drivers.modbus.decode import DataType, WordOrder
 from gateway.config_types import Duration
 from gateway.driver import SourceConfig
 from gateway.quantities import QUANTITIES, convert_to_canonical

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from gateway.drivers.modbus.config import (
     MAX_BITS_PER_READ,
     MAX_REGISTERS_PER_READ,
@@ -16,6 +14,8 @@ from gateway.drivers.modbus.config import (
     ProfileModel,
 )
 from gateway.drivers.modbus.planner import PlanError, ReadRequest, Span, plan_requests
+from pydantic import ValidationError
+
 from gateway.config import key_path
 from gateway.profiles import ProfileError, load_profile
 

@@ -10,6 +10,7 @@ from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.devices import DeviceSetupError, ResolvedDevice, resolve_devices
 from gateway.drivers.modbus.poller import DevicePoller
 from gateway.drivers.modbus.scheduler import BusScheduler
+
 from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
 
 

@@ -16,6 +16,7 @@ from gateway.drivers.modbus.config import FieldSpec
 from gateway.drivers.modbus.decode import DecodeError, RegisterValue, decode_registers
 from gateway.drivers.modbus.devices import ResolvedDevice
 from gateway.drivers.modbus.planner import ReadRequest, split_request
+
 from gateway.driver import DriverContext
 from gateway.model import Quality, Reading
 from gateway.quantities import QUANTITIES, convert_to_canonical

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from gateway.drivers.modbus.bus import Bus, BusUnavailable
 from gateway.drivers.modbus.poller import DevicePoller
+
 from gateway.driver import DriverContext, Emit
 from gateway.model import Reading
 from gateway.scheduling import Backoff, next_aligned_tick

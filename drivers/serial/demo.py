@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.demo_api import DemoPart
 from gateway.simulators.serial.pty import Faults, PtySimulator
+
+from gateway.demo_api import DemoPart
 
 
 def demo_part(workdir: Path) -> DemoPart | None:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 
 import aiomqtt
-
 from gateway.simulators.lorawan.ns import NetworkServerSim, make_devices
 from gateway.simulators.lorawan.payloads import ENCODERS
 

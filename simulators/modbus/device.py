@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.drivers.modbus.config import FieldSpec
 from gateway.drivers.modbus.decode import encode_value
+
 from gateway.quantities import QUANTITIES, convert_to_canonical
 
 # (typical value, swing) in the canonical unit; the value follows a slow sine.

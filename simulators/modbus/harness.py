@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.driver import ModbusDriver
+
 from gateway.driver import DriverContext
 from gateway.model import Reading
 

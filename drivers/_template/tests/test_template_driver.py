@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from gateway.drivers._template.driver import TemplateConfig, TemplateDriver
+
 from gateway.driver import DriverContext
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.drivers.lorawan.config import LoRaWANConfig
 from gateway.drivers.lorawan.driver import LoRaWANDriver
+
 from gateway.driver import DriverContext
 from gateway.model import Reading
 

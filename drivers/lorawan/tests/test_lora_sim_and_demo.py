@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lora_helpers import Harness, wait_for
-
 from gateway.drivers.lorawan.demo import demo_part
-from gateway.config import build_config
 from gateway.simulators.loramodem.cli import play
 from gateway.simulators.loramodem.emulator import RN2483Emulator
+from lora_helpers import Harness, wait_for
+
+from gateway.config import build_config
 from tests.servers import Mosquitto
 
 

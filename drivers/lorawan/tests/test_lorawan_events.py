@@ -5,8 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from gateway.drivers.lorawan.events import EventError, Join, Status, Uplink, parse_chirpstack, parse_rfc3339_ns, parse_ttn
+from gateway.drivers.lorawan.events import (
+    EventError,
+    Join,
+    Status,
+    Uplink,
+    parse_chirpstack,
+    parse_rfc3339_ns,
+    parse_ttn,
+)
 
 CS_TOPIC = "application/17c82e96-be03-4f38-aef3-f83d48582d97/device/0101010101010101/event/up"
 

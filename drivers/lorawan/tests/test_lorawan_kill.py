@@ -22,9 +22,9 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from gateway.simulators.lorawan.ns import NetworkServerSim, make_devices
 
 from gateway.sinks.local import LocalStore
-from gateway.simulators.lorawan.ns import NetworkServerSim, make_devices
 from tests.servers import Mosquitto
 
 BURST = 400

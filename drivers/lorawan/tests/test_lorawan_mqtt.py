@@ -7,10 +7,17 @@ import json
 
 import aiomqtt
 import pytest
+from gateway.simulators.lorawan.ns import (
+    CHIRPSTACK_APP,
+    NetworkServerSim,
+    Server,
+    make_devices,
+    rfc3339_ns,
+    uplink_topic,
+)
+from gateway.simulators.lorawan.payloads import expected_values
 from lora_helpers import Harness, wait_for
 
-from gateway.simulators.lorawan.ns import CHIRPSTACK_APP, NetworkServerSim, Server, make_devices, rfc3339_ns, uplink_topic
-from gateway.simulators.lorawan.payloads import expected_values
 from tests.servers import Mosquitto
 
 DEVICE_PROFILES = {"dragino_lht65": "lorawan-dragino-lht65", "decentlab": "lorawan-decentlab-dl-sht35"}

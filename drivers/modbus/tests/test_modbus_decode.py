@@ -6,12 +6,12 @@ import math
 import struct
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from gateway.drivers.modbus.config import FieldSpec
 from gateway.drivers.modbus.decode import DATA_TYPES, WORD_ORDERS, DecodeError, decode_registers, encode_value
 from gateway.drivers.modbus.poller import field_value
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.model import Quality
 
 # --- vendor vectors: /work/shared/reference/protocols.md §6a (Eastron) and §6b (XY-MD02) ---

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from gateway.drivers.modbus.config import ModbusSourceConfig
-from gateway.config import build_config
-from gateway.model import Reading
 from gateway.simulators.modbus.device import SimulatedDevice
 from gateway.simulators.modbus.harness import running_driver
 from gateway.simulators.modbus.server import ModbusSimulator
+
+from gateway.config import build_config
+from gateway.model import Reading
 
 CASES = sorted(p for p in (Path(__file__).resolve().parent.parent / "testcases").iterdir() if p.is_dir())
 

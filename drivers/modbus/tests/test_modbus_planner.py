@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from gateway.drivers.modbus.devices import load_profile_model
 from gateway.drivers.modbus.planner import PlanError, Span, plan_requests, split_request
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def set_partitions(items: list[int]) -> Iterator[list[list[int]]]:

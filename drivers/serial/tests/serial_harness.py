@@ -14,6 +14,7 @@ from typing import Any
 from gateway.drivers.serial.config import SerialSourceConfig
 from gateway.drivers.serial.driver import SerialDriver
 from gateway.drivers.serial.position import PositionRegistry
+
 from gateway.driver import DriverContext
 from gateway.model import Reading
 

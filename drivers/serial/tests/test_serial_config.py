@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from gateway.drivers.serial.config import NMEADecoder, PMS5003Decoder, SDS011Decoder, SerialSourceConfig, resolve
 from gateway.drivers.serial.driver import SerialDriver
+
 from gateway.config import ConfigError, load_config, parse_config
 
 HERE = Path(__file__).resolve().parent.parent

@@ -6,10 +6,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from serial_harness import running_driver, wait_until
-
 from gateway.drivers.serial.position import PositionRegistry
 from gateway.simulators.serial.pty import Faults, PtySimulator
+from serial_harness import running_driver, wait_until
 
 
 async def _started(sim: PtySimulator, *, silent: bool = False) -> PtySimulator:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from gateway.drivers.serial.config import CSVDecoder, FieldSpec, JSONDecoder, KeyValueDecoder, RegexDecoder
 from gateway.drivers.serial.lines import LineError, make_parser, map_fields
 from gateway.drivers.serial.stream import StreamDecoder

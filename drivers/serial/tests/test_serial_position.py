@@ -5,8 +5,9 @@ from __future__ import annotations
 from gateway.drivers.serial.measurement import Position
 from gateway.drivers.serial.nmea import parse_fix
 from gateway.drivers.serial.position import PositionRegistry
-from gateway.model import Quality
 from gateway.simulators.serial.devices import nmea_sentence
+
+from gateway.model import Quality
 
 
 def test_fresh_fix_gives_tags_and_stale_fix_gives_none() -> None:

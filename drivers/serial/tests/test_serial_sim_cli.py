@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import serial
-
 from gateway.drivers.serial.particulates import decode_sds011, sds011_framer
 
 

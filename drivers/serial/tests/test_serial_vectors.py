@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from gateway.drivers.serial.measurement import Measurement
 from gateway.drivers.serial.nmea import NMEAError, parse_fix
 from gateway.drivers.serial.particulates import (
@@ -16,6 +15,7 @@ from gateway.drivers.serial.particulates import (
     sds011_query,
     sds011_set_query_mode,
 )
+
 from gateway.model import Quality
 
 

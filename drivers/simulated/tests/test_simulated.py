@@ -6,8 +6,8 @@ import itertools
 import logging
 
 import pytest
-
 from gateway.drivers.simulated.driver import SimulatedConfig, SimulatedDriver
+
 from gateway.driver import DriverContext
 from gateway.quantities import QUANTITIES
 
