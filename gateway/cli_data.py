@@ -242,6 +242,11 @@ def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
         oldest_txt = f", oldest {(time.time_ns() - oldest) / 1e9:.0f}s old" if oldest else ""
         out.write(f"buffer: {buf['readings']} readings, {buf['bytes'] / 1e6:.1f} MB{oldest_txt}, "
                   f"dropped {buf['dropped_oldest_total']} oldest / {buf['dropped_newest_total']} newest\n")  # fmt: skip
+    writer = status.get("writer") or {}
+    if writer.get("pending_commit") or writer.get("commit_failed"):
+        out.write(f"in memory, waiting for the next commit: {writer['pending_commit']} readings"
+                  + (f"; {writer['commit_failed']} LOST to failed commits (see the log)" if writer.get("commit_failed")
+                     else "") + "\n")  # fmt: skip
     rows = []
     for name, s in status.get("sources", {}).items():
         down = s.get("devices_down") or []

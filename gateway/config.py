@@ -45,8 +45,10 @@ class BufferSection(_Section):
     max_bytes: ByteSize = 256 * 1024**2
     overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
     sync: Literal["full", "normal"] = "full"
-    flush_interval: Duration = Field(default=0.2, gt=0, le=10)
-    flush_max_readings: int = Field(default=10_000, ge=1)
+    flush_interval: Duration = Field(
+        default=0.2, gt=0, le=10, description="longest gap between two commits under load (idle: commit at once)"
+    )
+    flush_max_readings: int = Field(default=10_000, ge=1, description="commit as soon as this many are waiting")
 
 
 class MetricsSection(_Section):

@@ -316,6 +316,11 @@ class Daemon:
             "sources": {name: s.status() for name, s in self.supervisors.items()},
             "sinks": {name: d.status() for name, d in self.dispatchers.items()},
             "buffer": asdict(stats) if stats is not None else None,
+            "writer": (
+                {"pending_commit": self.writer.pending, "commit_failed": self.writer.commit_failed_total}
+                if self.writer is not None
+                else None
+            ),
         }
 
     async def _write_status(self) -> None:

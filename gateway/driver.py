@@ -18,7 +18,7 @@ import abc
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,9 +27,19 @@ from gateway.config_types import Duration
 from gateway.model import Quality, Reading, Value, make_reading, now_ns
 from gateway.tags import EMPTY_TAGS
 
-Emit = Callable[[Sequence[Reading]], Awaitable[None]]
-"""Push readings into the pipeline. Returns once they are committed to the
-durable buffer (so a driver may acknowledge its source only after that)."""
+
+class Emit(Protocol):
+    """Push readings into the pipeline.
+
+    ``await emit(readings)`` returns once they are committed to the durable
+    buffer, so a driver may acknowledge its source (an MQTT message, a modem
+    frame) only after that. A source with nothing to acknowledge (a polled
+    bus) passes ``wait_commit=False``: the call returns once the readings are
+    queued for the next commit, so the source is never paced by the commit
+    cadence (it waits only when the writer's bounded queue is full).
+    """
+
+    def __call__(self, readings: Sequence[Reading], /, *, wait_commit: bool = True) -> Awaitable[None]: ...
 
 
 class SourceConfig(BaseModel):

@@ -107,6 +107,16 @@ class Metrics:
         self.buffer_dropped = Counter(
             "gateway_buffer_dropped", "Readings dropped by the overflow policy (this process)", ["policy"], registry=r
         )
+        self.buffer_pending_commit = Gauge(
+            "gateway_buffer_pending_commit_readings",
+            "Readings handed over by the sources and waiting in memory for the next buffer commit",
+            registry=r,
+        )
+        self.buffer_commit_failed = Counter(
+            "gateway_buffer_commit_failed_readings",
+            "Readings given up after several failed buffer commits (lost; the log says why)",
+            registry=r,
+        )
         self.buffer_commit_duration = Histogram(
             "gateway_buffer_commit_duration_seconds", "Duration of one buffer append transaction", registry=r
         )

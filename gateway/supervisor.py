@@ -74,13 +74,13 @@ class SourceSupervisor:
         self.aggregator = WindowAggregator(self.config.aggregate) if self.config.aggregate is not None else None
         self.aggregates_total = 0
 
-    async def emit(self, readings: Sequence[Reading]) -> None:
+    async def emit(self, readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
         normalised = self.normaliser.normalise(readings)
         if self.aggregator is not None:
             # Held in memory until their window is sent (gateway/aggregate.py, "Durability").
             self.aggregator.add(normalised, time.time_ns())
         else:
-            await self.writer.emit(normalised)
+            await self.writer.emit(normalised, wait_commit=wait_commit)
         self.readings_total += len(normalised)
         if self.failing is not None and isinstance(self.driver, PushDriver):
             self._recovered()
@@ -173,7 +173,8 @@ class SourceSupervisor:
                 readings = await driver.poll()
             self.ctx.observe_poll(time.perf_counter() - t0)
             self.last_poll_ns = time.time_ns()
-            await self.emit(readings)
+            # Nothing to acknowledge: do not let the commit cadence pace the polls.
+            await self.emit(readings, wait_commit=False)
             self._recovered()
 
     def status(self) -> dict[str, Any]:

@@ -51,7 +51,7 @@ async def running_driver(source: dict[str, Any] | ModbusSourceConfig, *, name: s
     ctx.count_error_hook = lambda driver, src, kind: run.errors.update([kind])
     ctx.device_up_hook = lambda driver, src, dev, up: run.transitions.append((dev, up))
 
-    async def emit(readings: Sequence[Reading]) -> None:
+    async def emit(readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
         run.readings.extend(readings)
 
     await run.driver.start()
