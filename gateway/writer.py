@@ -39,6 +39,7 @@ from gateway.model import Reading
 log = logging.getLogger("gateway.writer")
 
 GAP_FACTOR = 4.0  # under load a commit's fixed cost stays under 1/(1 + GAP_FACTOR) of the time
+MIN_GAP_S = 0.025  # a commit also costs every sink a take, a send and an ack: at most ~40 commits/s
 NOWAIT_ATTEMPTS = 3  # commits a queued (not awaited) reading takes part in before it is given up
 
 
@@ -118,7 +119,7 @@ class BufferWriter:
         """How long to let readings gather before the next commit (0: commit now)."""
         if self._pending_count >= self.flush_max_readings:
             return 0.0
-        gap = min(self.flush_interval_s, GAP_FACTOR * self._last_commit_s)
+        gap = min(self.flush_interval_s, MIN_GAP_S + GAP_FACTOR * self._last_commit_s)
         return max(0.0, self._last_commit_end + gap - time.monotonic())
 
     async def run(self) -> None:
@@ -131,7 +132,7 @@ class BufferWriter:
                 gap = self._next_gap_s()
                 if gap > 0:
                     await wait_event(self._full, gap)
-                await self.flush()
+                await self._commit_some()
                 if self._failing and self._pending:
                     await asyncio.sleep(self.flush_interval_s)  # do not spin on a failing buffer
         finally:
@@ -140,11 +141,23 @@ class BufferWriter:
             await asyncio.shield(self.flush())
 
     async def flush(self) -> None:
-        """Commit everything queued now."""
-        if not self._pending:
-            return
-        pending, self._pending, self._pending_count = self._pending, [], 0
-        self._full.clear()
+        """Commit what is queued now, at most about ``flush_max_readings`` (whole handovers) in one go."""
+        while self._pending:
+            await self._commit_some()
+
+    async def _commit_some(self) -> None:
+        # A commit larger than flush_max_readings would also outgrow the buffer's in-memory tail, and the
+        # sinks would then read it back from the file: bigger commits made the whole pipeline slower.
+        taken = count = 0
+        for handover in self._pending:
+            taken += 1
+            count += len(handover.readings)
+            if count >= self.flush_max_readings:
+                break
+        pending, self._pending = self._pending[:taken], self._pending[taken:]
+        self._pending_count -= count
+        if self._pending_count < self.flush_max_readings:
+            self._full.clear()
         batch = [r for handover in pending for r in handover.readings]
         started = time.monotonic()
         try:
