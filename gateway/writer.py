@@ -6,10 +6,11 @@ commits goes into the next commit, one SQLite transaction (and one fsync with
 
 When to commit: a quiet writer commits at once, so a reading waits only for
 its own commit (light-load latency of a few milliseconds). Under load it
-waits, before the next commit, ``GAP_FACTOR`` times as long as its last
-commit took (at most ``flush_interval``), or until ``flush_max_readings`` are
-queued: the fixed cost of a commit (the fsync, the transaction, waking every
-sink) then stays a small share of the time, which keeps the throughput.
+waits, before the next commit, ``MIN_GAP_S`` plus ``GAP_FACTOR`` times as
+long as its last commit took (at most ``flush_interval``), or until
+``flush_max_readings`` are queued: the fixed cost of a commit (the fsync, the
+transaction, a take, a send and an ack for every sink) then stays a small
+share of the time, which keeps the throughput.
 
 Two ways to hand readings over:
 - ``emit(readings)`` returns once they are committed (or raises
