@@ -39,7 +39,7 @@ class Run:
         )
         self.driver = LoRaModemDriver(cfg, ctx)
 
-    async def emit(self, readings: Sequence[Reading]) -> None:
+    async def emit(self, readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
         self.readings.extend(readings)
 
     def of(self, quantity: str) -> list[Reading]:

@@ -37,7 +37,7 @@ class Harness:
         self.commits = 0
         self.task: asyncio.Task[None] | None = None
 
-    async def emit(self, readings: Sequence[Reading]) -> None:
+    async def emit(self, readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
         self.readings.extend(readings)
         self.commits += 1
 

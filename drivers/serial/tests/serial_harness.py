@@ -59,7 +59,7 @@ async def running_driver(
     driver = SerialDriver(cfg, ctx, positions=positions or PositionRegistry())
     run = Running(driver, errors=errors)
 
-    async def emit(readings: Sequence[Reading]) -> None:
+    async def emit(readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
         run.readings.extend(readings)
 
     await driver.start()
