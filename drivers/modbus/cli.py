@@ -79,9 +79,7 @@ def _line_config(args: argparse.Namespace, devices: list[dict[str, Any]]) -> Mod
     elif args.rtu_over_tcp:
         raw.update(transport="rtu_over_tcp", host=args.rtu_over_tcp[0], port=args.rtu_over_tcp[1])
     elif args.rtu:
-        raw.update(
-            transport="rtu", serial_port=args.rtu, baudrate=args.baud, parity=args.parity, stopbits=args.stopbits
-        )
+        raw.update(transport="rtu", port=args.rtu, baudrate=args.baud, parity=args.parity, stopbits=args.stopbits)
     else:
         raise SystemExit("give --config with --source and --device, or one of --tcp, --rtu-over-tcp, --rtu")
     return ModbusSourceConfig.model_validate(raw)
@@ -211,7 +209,7 @@ async def scan_units(bus: Bus, units: list[int], timeout: float, progress: Progr
 def emit_config(cfg: ModbusSourceConfig, found: dict[int, str], profile: str | None) -> str:
     lines = ["[[sources]]", 'driver = "modbus"', 'name = "modbus-1"', f'transport = "{cfg.transport}"']
     if cfg.transport == "rtu":
-        lines += [f'serial_port = "{cfg.serial_port}"', f"baudrate = {cfg.baudrate}", f'parity = "{cfg.parity}"']
+        lines += [f'port = "{cfg.serial_port}"', f"baudrate = {cfg.baudrate}", f'parity = "{cfg.parity}"']
         lines += [f"stopbits = {cfg.stopbits}"]
     else:
         lines += [f'host = "{cfg.host}"', f"port = {cfg.port}"]
