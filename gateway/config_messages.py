@@ -20,6 +20,16 @@ from gateway.config_types import ConfigValueError
 # Never echo a value under one of these keys (it may be a secret), nor a whole section.
 _SECRET_WORDS = ("token", "password", "secret", "key")
 
+# Names other tools (or our own older docs) use for a key; difflib cannot see these.
+_SYNONYMS = {
+    "serial_port": "port", "serial": "port", "tty": "port", "device_path": "port",
+    "baud": "baudrate", "baud_rate": "baudrate", "speed": "baudrate",
+    "slave_id": "unit_id", "slave": "unit_id", "unit": "unit_id", "device_id": "unit_id", "address_id": "unit_id",
+    "password": "password_file", "token": "token_file",
+    "server_url": "url", "endpoint": "url",
+    "period": "interval", "poll_interval": "interval", "every": "interval",
+}  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigProblem:
@@ -50,7 +60,7 @@ def _unwrap_model(annotation: Any) -> Any:
     return None
 
 
-def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+def _model_at(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     """The pydantic model that owns the last key of ``loc`` (for 'allowed keys' hints)."""
     current: Any = model
     for part in loc:
@@ -65,7 +75,7 @@ def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMo
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _field_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> FieldInfo | None:
+def _field_at(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> FieldInfo | None:
     names = [p for p in loc if isinstance(p, str)]
     if not names:
         return None
@@ -81,7 +91,7 @@ def _hint(field: FieldInfo | None) -> str:
     return f" ({field.description})" if field is not None and field.description else ""
 
 
-def _message(err: Any, model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], str]:
+def _message(err: Any, model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], str]:
     """(key path below the model, message without the value)."""
     kind = err["type"]
     ctx = err.get("ctx") or {}
@@ -90,7 +100,8 @@ def _message(err: Any, model: type[BaseModel], loc: tuple[int | str, ...]) -> tu
         owner = _model_at(model, loc[:-1])
         allowed = sorted(owner.model_fields) if owner else []
         message = "unknown key"
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        synonym = _SYNONYMS.get(str(loc[-1]).lower())
+        close = [synonym] if synonym in allowed else difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         if close:
             message += f"; did you mean {close[0]!r}?"
         if allowed:
@@ -103,6 +114,12 @@ def _message(err: Any, model: type[BaseModel], loc: tuple[int | str, ...]) -> tu
         if isinstance(error, ConfigValueError):
             return (*loc, *error.loc), error.message
         return loc, str(error) if error is not None else err["msg"].removeprefix("Value error, ")
+    if kind == "union_tag_invalid":
+        key = str(ctx.get("discriminator", "type")).strip("'")
+        return (*loc, key), f"not allowed; allowed: {ctx.get('expected_tags', '?')} (got {ctx.get('tag')!r})"
+    if kind == "union_tag_not_found":
+        key = str(ctx.get("discriminator", "type")).strip("'")
+        return (*loc, key), "required key is missing"
     if kind == "literal_error":
         return loc, f"not allowed; allowed: {ctx.get('expected', '?')}"
     if kind == "string_pattern_mismatch":
@@ -124,11 +141,17 @@ def _message(err: Any, model: type[BaseModel], loc: tuple[int | str, ...]) -> tu
 
 
 def problems_from_validation(
-    exc: ValidationError, model: type[BaseModel], prefix: tuple[int | str, ...] = ()
+    exc: ValidationError,
+    model: type[BaseModel] | None,
+    prefix: tuple[int | str, ...] = (),
+    *,
+    skip: tuple[str, ...] = (),
 ) -> list[ConfigProblem]:
+    """One problem per error. ``model`` (if known) gives allowed keys and field descriptions for hints;
+    ``skip``: loc parts that are not keys the technician wrote (a tagged union's tag)."""
     problems = []
     for err in exc.errors(include_url=False):
-        loc, message = _message(err, model, tuple(err["loc"]))
+        loc, message = _message(err, model, tuple(p for p in err["loc"] if p not in skip))
         value = err.get("input")
         if (
             err["type"] not in ("extra_forbidden", "missing")

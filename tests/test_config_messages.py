@@ -185,3 +185,38 @@ def test_relative_paths_resolve_against_the_config_files_folder(tmp_path: Path) 
     under_systemd = _load(text, site, env={"CREDENTIALS_DIRECTORY": "/run/credentials/gateway.service"})
     token_file = under_systemd.sinks[1].config.token_file  # type: ignore[attr-defined]
     assert token_file == Path("/run/credentials/gateway.service/influx-token")
+
+
+def test_unknown_keys_suggest_the_name_used_here(tmp_path: Path) -> None:
+    text = (
+        '[[sources]]\ndriver = "serial"\nname = "a"\nserial_port = "/dev/ttyUSB1"\nprofile = "sds011"\n'
+        '[[sources]]\ndriver = "modbus"\nname = "m"\nhost = "h"\ndevices = [{ name = "d", slave_id = 3, '
+        'profile = "xy-md02" }]\n'
+    )
+    problems = _problems(text, tmp_path)
+    assert any(p.startswith(f"{tmp_path / 'gw.toml'}: sources[0].serial_port: unknown key; did you mean 'port'?")
+               for p in problems)  # fmt: skip
+    assert any(
+        p.startswith(f"{tmp_path / 'gw.toml'}: sources[1].devices[0].slave_id: unknown key; did you mean 'unit_id'?")
+        for p in problems
+    )
+
+
+SERIAL = '[[sources]]\ndriver = "serial"\nname = "a"\nport = "/dev/ttyUSB1"\n'
+
+
+def test_a_serial_decoder_type_error_names_the_key_and_the_choices(tmp_path: Path) -> None:
+    (line,) = _problems(SERIAL + 'decoder = { type = "bogus" }\n', tmp_path)
+    assert line == (
+        f"{tmp_path / 'gw.toml'}: sources[0].decoder.type: not allowed; allowed: 'regex', 'csv', 'json', 'keyvalue', "
+        "'sds011', 'pms5003', 'nmea' (got 'bogus')"
+    )
+
+
+def test_a_serial_source_given_a_modbus_profile_says_so(tmp_path: Path) -> None:
+    (line,) = _problems(SERIAL + 'profile = "eastron-sdm630"\n', tmp_path)
+    assert line.startswith(f"{tmp_path / 'gw.toml'}: sources[0].profile: 'eastron-sdm630' (")
+    assert "is a Modbus device profile, not a serial one; a serial source needs a profile with a [decoder] table" in (
+        line
+    )
+    assert "sds011" in line
