@@ -50,10 +50,15 @@ def _secret_file_problems(config: Config, *, strict: bool) -> list[ConfigProblem
                 # `gateway check` as the service user cannot look into the root-only credentials
                 # folder; systemd reads it as root at start, so only `run` can tell.
                 if strict:
-                    problems.append(ConfigProblem(key_path(file_loc), f"cannot read {path}: permission denied"))
+                    problems.append(ConfigProblem(key_path(file_loc), _unreadable_secret(path)))
             except OSError as exc:
                 problems.append(ConfigProblem(key_path(file_loc), f"cannot read {path}: {exc.strerror}"))
     return problems
+
+
+def _unreadable_secret(path: Path) -> str:
+    return (f"cannot read {path}: permission denied; under systemd hand it over with LoadCredential="
+            f"{path.name}:{path} (sudo systemctl edit gateway; docs/deploy.md, step 6)")  # fmt: skip
 
 
 def _missing_secret(path: Path) -> str:
