@@ -86,17 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
     from gateway.config import ConfigError, load_config
     from gateway.daemon import Daemon
     from gateway.logsetup import setup_logging
+    from gateway.preflight import preflight
 
     try:
         config = load_config(args.config)
+        # Exit 2, not a traceback: the unit's RestartPreventExitStatus=2 then stops a restart loop.
+        problems = preflight(config, create=True)
+        if problems:
+            raise ConfigError(args.config, problems)
     except ConfigError as exc:
         print(f"{exc}\nThe gateway did not start. Fix the config (check it with: gateway check -c {args.config})",
               file=sys.stderr)  # fmt: skip
         return EXIT_CONFIG
     setup_logging(args.log_level or config.base.log.level)
+    for warning in config.warnings:
+        logging.getLogger("gateway.config").warning("%s: %s", args.config, warning)
     # A watchdog kill (SIGABRT) then leaves every thread's Python traceback in the journal.
     faulthandler.enable()
     asyncio.run(Daemon(config).run())
@@ -105,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError, load_config
+    from gateway.preflight import preflight
 
     try:
         config = load_config(args.config)
@@ -112,6 +122,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         print(f"{len(exc.problems)} problem(s) in {exc.file}", file=sys.stderr)
         return EXIT_CONFIG
+    # Warnings do not change the exit code: the config is valid, but `run` may refuse to start
+    # (a missing credential file) or the setting deserves a second look.
+    for warning in (*config.warnings, *preflight(config, create=False)):
+        key = f"{warning.key_path}: " if warning.key_path else ""
+        print(f"{args.config}: {key}warning: {warning.message}", file=sys.stderr)
     drivers: dict[str, int] = {}
     for s in config.sources:
         drivers[s.config.driver] = drivers.get(s.config.driver, 0) + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], make: Cal
     common(p)
     p.add_argument("--device")
     p.add_argument("--quantity")
-    p.add_argument("--since", default="1h", help="how far back (e.g. 15m, 1h, 7d; default 1h)")
+    p.add_argument("--since", type=_duration_arg, default="1h", help="how far back (e.g. 15m, 1h, 7d; default 1h)")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--latest", action="store_true", help="only the newest value of every series")
@@ -67,6 +68,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], make: Cal
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dead_letters)
+
+
+def _duration_arg(text: str) -> float:
+    """A usage error (exit 2 with the usage line), not a traceback, for ``--since "5 parsecs"``."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (got {text!r})") from None
 
 
 # --- paths -----------------------------------------------------------------
@@ -134,13 +143,17 @@ def reading_dict(r: Reading) -> dict[str, Any]:
 
 
 def _open_store(paths: _Paths) -> Any:
-    from gateway.sinks.local import LocalStore
+    from gateway.sinks.local import LocalStore, StoreSchemaError
 
     if not paths.local.exists():
         print(f"no local store at {paths.local}: is a `local` sink configured and has the gateway run?",
               file=sys.stderr)  # fmt: skip
         return None
-    return LocalStore(paths.local, readonly=True)
+    try:
+        return LocalStore(paths.local, readonly=True)
+    except (sqlite3.DatabaseError, StoreSchemaError) as exc:
+        print(f"cannot read the local store {paths.local} ({exc}): is the local sink's path right?", file=sys.stderr)
+        return None
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -155,7 +168,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             points = [p for p in store.latest() if (args.device in (None, p.reading.device))
                       and (args.quantity in (None, p.reading.quantity))]  # fmt: skip
         else:
-            since_ns = time.time_ns() - int(parse_duration(args.since) * 1e9)
+            since_ns = time.time_ns() - int(args.since * 1e9)
             points = store.query(device=args.device, quantity=args.quantity, since_ns=since_ns, limit=args.limit,
                                  newest_first=True)[::-1]  # fmt: skip
     finally:
@@ -270,11 +283,16 @@ def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
 
 def _open_buffer(paths: _Paths) -> Any:
     from gateway.buffer import DurableBuffer
+    from gateway.buffer_types import DurableBufferError
 
     if not paths.buffer.exists():
         print(f"no buffer at {paths.buffer}: has the gateway run with this config?", file=sys.stderr)
         return None
-    return DurableBuffer(paths.buffer, read_only=True)
+    try:
+        return DurableBuffer(paths.buffer, read_only=True)
+    except (sqlite3.DatabaseError, DurableBufferError) as exc:
+        print(f"cannot read the buffer {paths.buffer} ({exc}): is [buffer] path right?", file=sys.stderr)
+        return None
 
 
 def cmd_buffer_stats(args: argparse.Namespace) -> int:

@@ -9,22 +9,37 @@ allowed: 'int16', 'uint16', ...``.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import socket
 import tomllib
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway import plugins
-from gateway.config_types import ByteSize, Duration
+from gateway import config_checks, plugins
+from gateway.config_messages import ConfigProblem, key_path, problems_from_validation
+from gateway.config_types import ByteSize, ConfigValueError, ConfigValueErrors, ConfigWarning, Duration
 from gateway.driver import Driver, SourceConfig
 from gateway.sink import Sink, SinkConfig
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ConfigProblem",
+    "GatewayConfig",
+    "LoadedSink",
+    "LoadedSource",
+    "build_config",
+    "key_path",
+    "load_config",
+    "parse_config",
+    "problems_from_validation",
+]
 
 
 class _Section(BaseModel):
@@ -36,7 +51,8 @@ class GatewaySection(_Section):
     name: str = Field(default_factory=socket.gethostname, min_length=1)
     state_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("STATE_DIRECTORY", "state").split(":")[0]),
-        description="where the buffer and the local store live (systemd sets STATE_DIRECTORY)",
+        description="where the buffer and the local store live (systemd sets STATE_DIRECTORY); "
+        "a relative path is under the config file's folder",
     )
 
 
@@ -53,7 +69,11 @@ class BufferSection(_Section):
 
 class MetricsSection(_Section):
     enabled: bool = True
-    listen: str = Field(default="127.0.0.1:9108", pattern=r"^[^\s:]*:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
+    listen: str = Field(
+        default="127.0.0.1:9108",
+        pattern=r"^[^\s:]*:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$",
+        description="HOST:PORT, e.g. '127.0.0.1:9108' or '[::1]:9108'",
+    )
 
 
 class LogSection(_Section):
@@ -87,6 +107,9 @@ class Config:
     base: GatewayConfig
     sources: tuple[LoadedSource, ...]
     sinks: tuple[LoadedSink, ...]
+    # Things that work but should change (deprecated keys, metrics open to the network):
+    # `gateway check` prints them, `gateway run` logs them once at start.
+    warnings: tuple[ConfigProblem, ...] = ()
 
     @property
     def site(self) -> str:
@@ -101,15 +124,6 @@ class Config:
         return self.base.buffer.path or self.base.gateway.state_dir / "buffer.sqlite"
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigProblem:
-    key_path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.key_path}: {self.message}" if self.key_path else self.message
-
-
 class ConfigError(Exception):
     """All problems of one config file. ``str()`` is ready to show a technician."""
 
@@ -118,72 +132,6 @@ class ConfigError(Exception):
         self.problems = problems
         lines = [f"{file}: {p}" for p in problems]
         super().__init__("\n".join(lines))
-
-
-# --- key paths and messages -------------------------------------------------
-
-
-def key_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the last key of ``loc`` (for 'allowed keys' hints)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        field = current.model_fields.get(str(part))
-        if field is None:
-            return None
-        current = _unwrap_model(field.annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _unwrap_model(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _unwrap_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def problems_from_validation(
-    exc: ValidationError, model: type[BaseModel], prefix: tuple[int | str, ...] = ()
-) -> list[ConfigProblem]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            owner = _model_at(model, loc[:-1])
-            allowed = sorted(owner.model_fields) if owner else []
-            message = "unknown key"
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            if close:
-                message += f"; did you mean {close[0]!r}?"
-            if allowed:
-                message += f" (allowed: {', '.join(allowed)})"
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        else:
-            # Never echo a whole section (it may hold a token) nor anything under a secret-like key.
-            secret = any(isinstance(p, str) and any(w in p.lower() for w in ("token", "password", "secret", "key"))
-                         for p in loc)  # fmt: skip
-            if "input" in err and not isinstance(err["input"], dict | list) and not secret:
-                message += f" (got {err['input']!r})"
-        problems.append(ConfigProblem(key_path(prefix + loc), message))
-    return problems
 
 
 # --- ${ENV} substitution ------------------------------------------------------
@@ -225,10 +173,24 @@ DEFAULT_SINK: dict[str, Any] = {"type": "local"}
 def load_config(path: str | Path, *, env: typing.Mapping[str, str] | None = None) -> Config:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), [ConfigProblem("", f"cannot read the file: {exc.strerror}")]) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [_not_utf8(data, exc)]) from exc
     return parse_config(text, source=str(path), path=path, env=env)
+
+
+def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> ConfigProblem:
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+    return ConfigProblem(
+        f"line {line}",
+        f"not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}); save the file as UTF-8, "
+        f"e.g. iconv -f latin1 -t utf-8 old.toml > gateway.toml",
+    )
 
 
 def parse_config(
@@ -248,8 +210,15 @@ def build_config(
     path: Path | None = None,
     env: typing.Mapping[str, str] | None = None,
 ) -> Config:
+    """Validate a parsed config. Relative paths in it resolve against ``path``'s folder when given."""
     problems: list[ConfigProblem] = []
-    raw = substitute_env(raw, os.environ if env is None else env, (), problems)
+    warnings_: list[ConfigProblem] = []
+    env = os.environ if env is None else env
+    not_a_config = config_checks.profile_not_config_problem(raw)
+    if not_a_config is not None:
+        raise ConfigError(source, [not_a_config])
+    written = raw
+    raw = substitute_env(raw, env, (), problems)
 
     try:
         base = GatewayConfig.model_validate(raw)
@@ -258,8 +227,14 @@ def build_config(
         base = GatewayConfig.model_validate(
             {k: v for k, v in raw.items() if k in ("sources", "sinks") and isinstance(v, list)}
         )
+    if base.metrics.enabled and (exposed := config_checks.metrics_listen_warning(base.metrics.listen)):
+        warnings_.append(exposed)
+    context = _LoadContext(path, env, problems, warnings_)
+    if path is not None:
+        config_checks.rebase_paths(base, context.base_dir, context.secrets_dir)
 
-    sources = _load_plugins(base.sources, "sources", "driver", plugins.DRIVERS, SourceConfig, problems)
+    sources = _load_plugins(base.sources, _written_list(written, "sources"), "sources", "driver", plugins.DRIVERS,
+                            context)  # fmt: skip
     seen: dict[str, int] = {}
     for i, src in enumerate(sources):
         name = src.config.name
@@ -268,7 +243,7 @@ def build_config(
         seen[name] = i
 
     sink_dicts = base.sinks or [DEFAULT_SINK]
-    sinks = _load_plugins(sink_dicts, "sinks", "type", plugins.SINKS, SinkConfig, problems)
+    sinks = _load_plugins(sink_dicts, _written_list(written, "sinks"), "sinks", "type", plugins.SINKS, context)
     sink_seen: dict[str, int] = {}
     for i, snk in enumerate(sinks):
         name = snk.config.sink_name
@@ -285,17 +260,84 @@ def build_config(
         base=base,
         sources=tuple(typing.cast(list[LoadedSource], sources)),
         sinks=tuple(typing.cast(list[LoadedSink], sinks)),
+        warnings=tuple(warnings_),
     )
+
+
+@dataclass(slots=True)
+class _LoadContext:
+    path: Path | None
+    env: typing.Mapping[str, str]
+    problems: list[ConfigProblem]
+    warnings: list[ConfigProblem]
+
+    @property
+    def base_dir(self) -> Path:
+        return (self.path or Path("gateway.toml")).absolute().parent
+
+    @property
+    def secrets_dir(self) -> Path:
+        cred_dir = self.env.get("CREDENTIALS_DIRECTORY")
+        return Path(cred_dir) if cred_dir else self.base_dir / "credentials"
+
+
+def _written_list(written: dict[str, Any], section: str) -> list[Any]:
+    value = written.get(section)
+    return value if isinstance(value, list) else []
+
+
+def _validate_collecting(
+    model: type[BaseModel], item: dict[str, Any], loc: tuple[int | str, ...], context: _LoadContext
+) -> BaseModel | None:
+    """Validate one section; report every error, even those hidden behind an unknown key.
+
+    Pydantic stops a model at its field errors, so a typo'd key would hide the model's own checks (and
+    the driver's ``validate``): the section is validated again without the unknown keys to find them.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConfigWarning)
+        try:
+            cfg = model.model_validate(item)
+        except ValidationError as exc:
+            context.problems.extend(problems_from_validation(exc, model, loc))
+            unknown = [tuple(e["loc"]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+            cfg = None
+            if unknown and len(unknown) == len(exc.errors()):
+                try:
+                    cfg = model.model_validate(_without(item, unknown))
+                except ValidationError as again:
+                    for problem in problems_from_validation(again, model, loc):
+                        if problem not in context.problems:
+                            context.problems.append(problem)
+                # still an error: the unknown keys were reported; keep checking what is left
+    for w in caught:
+        if isinstance(w.message, ConfigWarning):
+            context.warnings.append(ConfigProblem(key_path((*loc, *w.message.loc)), w.message.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return cfg
+
+
+def _without(item: Any, locs: list[tuple[int | str, ...]]) -> Any:
+    """A copy of ``item`` without the keys at ``locs``."""
+    if isinstance(item, dict):
+        drop = {loc[0] for loc in locs if len(loc) == 1}
+        return {k: _without(v, [loc[1:] for loc in locs if len(loc) > 1 and loc[0] == k])
+                for k, v in item.items() if k not in drop}  # fmt: skip
+    if isinstance(item, list):
+        return [_without(v, [loc[1:] for loc in locs if len(loc) > 1 and loc[0] == i]) for i, v in enumerate(item)]
+    return item
 
 
 def _load_plugins(
     items: list[dict[str, Any]],
+    written: list[Any],
     section: str,
     kind_key: str,
     group: str,
-    base_model: type[BaseModel],
-    problems: list[ConfigProblem],
+    context: _LoadContext,
 ) -> list[Any]:
+    problems = context.problems
     loaded: list[Any] = []
     for i, item in enumerate(items):
         loc: tuple[int | str, ...] = (section, i)
@@ -310,18 +352,25 @@ def _load_plugins(
             problems.append(ConfigProblem(key_path((*loc, kind_key)), str(exc)))
             continue
         model = cls.config_model
-        try:
-            cfg = model.model_validate(item)
-        except ValidationError as exc:
-            problems.extend(problems_from_validation(exc, model, loc))
+        original = written[i] if i < len(written) and isinstance(written[i], dict) else {}
+        secrets_inline = config_checks.inline_secret_problems(model, original, loc)
+        problems.extend(secrets_inline)
+        cfg = _validate_collecting(model, item, loc, context)
+        if cfg is None:
             continue
+        if context.path is not None:
+            config_checks.rebase_paths(cfg, context.base_dir, context.secrets_dir)
         if group == plugins.DRIVERS:
             try:
                 cls.validate(cfg)
+            except ConfigValueError as exc:
+                each = exc.errors if isinstance(exc, ConfigValueErrors) else [exc]
+                problems.extend(ConfigProblem(key_path((*loc, *e.loc)), e.message) for e in each)
+                continue
             except ValueError as exc:
                 problems.append(ConfigProblem(key_path(loc), str(exc)))
                 continue
-            loaded.append(LoadedSource(cfg, cls))
+            loaded.append(LoadedSource(typing.cast(SourceConfig, cfg), cls))
         else:
-            loaded.append(LoadedSink(cfg, cls))
+            loaded.append(LoadedSink(typing.cast(SinkConfig, cfg), cls))
     return loaded

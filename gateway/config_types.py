@@ -4,25 +4,63 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer
+
+
+class ConfigValueError(ValueError):
+    """A validation error that names the key it is about, below the model that raises it.
+
+    A model validator that raises a plain ``ValueError`` is reported at the model's own key path
+    (``sources[0]``); this one is reported at ``sources[0].<loc>`` so the message has the
+    ``file: key.path: message`` shape a technician can act on.
+    """
+
+    def __init__(self, loc: tuple[int | str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+class ConfigValueErrors(ConfigValueError):
+    """Several located problems of one section at once (a driver's ``validate`` reporting every device)."""
+
+    def __init__(self, errors: list[ConfigValueError]) -> None:
+        super().__init__((), "\n".join(str(e) for e in errors))
+        self.errors = errors
+
+
+class ConfigWarning(UserWarning):
+    """Something in a config that works but should change (a deprecated key, a risky setting).
+
+    A config model emits it with ``warnings.warn(ConfigWarning(...))``; the loader turns it into a
+    warning line of ``gateway check`` and a log line at start, under the source's or sink's key path.
+    ``loc`` is the key below that (e.g. ``("serial_port",)``).
+    """
+
+    def __init__(self, message: str, loc: tuple[int | str, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _DURATION_FACTORS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+# The value itself is not repeated here: the config loader and the CLI add "(got ...)" once.
+DURATION_HELP = "not a duration; write a number with a unit ms, s, m, h or d, e.g. '500ms', '10s', '5m', '1h'"
+SIZE_HELP = "not a size; write a number with a unit B, KB, MB, GB, KiB, MiB or GiB, e.g. '256MiB', '2GB'"
 
 
 def parse_duration(value: object) -> float:
     """'250ms', '10s', '5m', '1h', '7d' or a number of seconds -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as '10s', '500ms', '5m'")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _DURATION_FACTORS[m.group(2)]
     else:
-        raise ValueError(f"expected a duration such as '10s', '500ms', '5m', got {value!r}")
+        raise ValueError(DURATION_HELP)
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -37,14 +75,12 @@ _SIZE_FACTORS = {
 
 def parse_byte_size(value: object) -> int:
     """'512MiB', '2GB', '100000' or an int -> bytes."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as '256MiB'")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str) and (m := _SIZE.match(value)):
         size = int(float(m.group(1)) * _SIZE_FACTORS[(m.group(2) or "B").upper()])
     else:
-        raise ValueError(f"expected a size such as '256MiB' or '2GB', got {value!r}")
+        raise ValueError(SIZE_HELP)
     if size <= 0:
         raise ValueError("a size must be positive")
     return size
@@ -54,6 +90,34 @@ Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(lam
 ByteSize = Annotated[int, BeforeValidator(parse_byte_size)]
 
 
+class SecretFileMarker:
+    """Marks a path field that names a secret file, so the loader can find and check every one."""
+
+
+def _inside_credentials_dir(path: Path) -> Path:
+    if not path.is_absolute() and ".." in PurePath(path).parts:
+        raise ValueError(
+            f"{str(path)!r} leaves the credentials directory; name the file only, e.g. 'influx-token' "
+            "(it is looked up in $CREDENTIALS_DIRECTORY, see docs/sinks.md#secrets)"
+        )
+    return path
+
+
+SecretFile = Annotated[Path, AfterValidator(_inside_credentials_dir), SecretFileMarker()]
+"""A secret file: relative = under ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) and never
+outside it (no ``..``); absolute paths (Docker secrets, ``/run/secrets/x``) are taken as they are."""
+
+
+def secret_file_path(file: Path, base_dir: Path | None = None) -> Path:
+    """Where a secret file is read: ``$CREDENTIALS_DIRECTORY`` if set, else the config file's folder."""
+    if file.is_absolute():
+        return file
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        return Path(cred_dir) / file
+    return (base_dir / file) if base_dir is not None else file
+
+
 def resolve_secret(*, value: str | None, file: Path | None, env: str | None, what: str) -> str | None:
     """A secret comes from a file (systemd LoadCredential, Docker secrets) or an env var.
 
@@ -61,8 +125,11 @@ def resolve_secret(*, value: str | None, file: Path | None, env: str | None, wha
     config loader has already applied; the secret never appears in logs.
     """
     if file is not None:
-        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-        path = file if file.is_absolute() or cred_dir is None else Path(cred_dir) / file
+        try:
+            _inside_credentials_dir(file)
+        except ValueError as exc:
+            raise SecretError(f"{what}: {exc}") from exc
+        path = secret_file_path(file)
         try:
             return path.read_text(encoding="utf-8").strip()
         except OSError as exc:

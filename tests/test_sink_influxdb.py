@@ -287,9 +287,7 @@ def test_config_errors_name_the_key() -> None:
             },
             env={"T": TOKEN},
         )
-    assert "sinks[0].token_env: Value error, set only one of token, token_file, token_env (token is set too)" in str(
-        err.value
-    )
+    assert "sinks[0].token_env: set only one of token, token_file, token_env (token is set too)" in str(err.value)
     assert TOKEN not in str(err.value)
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gateway.config_types import Duration
+from gateway.config_types import Duration, SecretFile
 from gateway.driver import SourceConfig
 
 RadioMode = Literal["readings", "tags", "both", "off"]
@@ -59,7 +59,7 @@ class LoRaWANConfig(SourceConfig):
     port: int = Field(default=1883, ge=1, le=65535)
     tls: bool = False
     username: str | None = None
-    password_file: Path | None = Field(default=None, description="file holding the password / API key")
+    password_file: SecretFile | None = Field(default=None, description="file holding the password / API key")
     password_env: str | None = Field(default=None, description="environment variable holding the password")
     client_id: str | None = Field(default=None, description="stable MQTT client id; default gateway-<gw>-<source>")
     application: str = Field(

@@ -9,11 +9,12 @@ import sys
 import time
 from typing import Any, TextIO
 
-from gateway.drivers.modbus.bus import Bus, BusUnavailable, ExceptionResponse, ModbusTransportError
+from gateway.drivers.modbus.bus import Bus, BusUnavailable
 from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.devices import DeviceSetupError, resolve_device
 from gateway.drivers.modbus.driver import quiet_pymodbus
 from gateway.drivers.modbus.poller import DevicePoller, FieldResult
+from gateway.drivers.modbus.scan import Answer, Progress, peer_problem, scan_units
 
 from gateway.driver import DriverContext
 
@@ -79,9 +80,7 @@ def _line_config(args: argparse.Namespace, devices: list[dict[str, Any]]) -> Mod
     elif args.rtu_over_tcp:
         raw.update(transport="rtu_over_tcp", host=args.rtu_over_tcp[0], port=args.rtu_over_tcp[1])
     elif args.rtu:
-        raw.update(
-            transport="rtu", serial_port=args.rtu, baudrate=args.baud, parity=args.parity, stopbits=args.stopbits
-        )
+        raw.update(transport="rtu", port=args.rtu, baudrate=args.baud, parity=args.parity, stopbits=args.stopbits)
     else:
         raise SystemExit("give --config with --source and --device, or one of --tcp, --rtu-over-tcp, --rtu")
     return ModbusSourceConfig.model_validate(raw)
@@ -165,53 +164,10 @@ def probe(args: argparse.Namespace) -> int:
 # --- scan ---------------------------------------------------------------------
 
 
-class Progress:
-    """A progress line updated in place on a terminal, periodic plain lines otherwise (logs, CI)."""
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total, self.stream = total, stream
-        self.tty = stream.isatty()
-        self._last_line = -1
-
-    def update(self, done: int, unit: int, found: int) -> None:
-        pct = 100 * done // max(self.total, 1)
-        if self.tty:
-            bar = "#" * (pct // 5)
-            self.stream.write(f"\r[{bar:<20}] {pct:3d}%  unit {unit:3d}  found {found}")
-            self.stream.flush()
-        elif pct // 10 != self._last_line or done == self.total:
-            self._last_line = pct // 10
-            self.stream.write(f"scan: {done}/{self.total} unit ids tried, {found} answering\n")
-
-    def finish(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-
-
-async def scan_units(bus: Bus, units: list[int], timeout: float, progress: Progress | None = None) -> dict[int, str]:
-    """unit id -> what it answered, for every unit that answered anything (data or a Modbus exception)."""
-    found: dict[int, str] = {}
-    for n, unit in enumerate(units, 1):
-        try:
-            words = await bus.read("holding", unit, 0, 1, timeout=timeout, retries=0)
-            found[unit] = f"holding 0 = 0x{int(words[0]):04X}"
-        except ExceptionResponse as exc:
-            found[unit] = f"answers ({exc})"  # an exception response proves the unit is there
-        except BusUnavailable:
-            raise
-        except ModbusTransportError:
-            pass
-        if progress:
-            progress.update(n, unit, len(found))
-    if progress:
-        progress.finish()
-    return found
-
-
-def emit_config(cfg: ModbusSourceConfig, found: dict[int, str], profile: str | None) -> str:
+def emit_config(cfg: ModbusSourceConfig, found: dict[int, Answer], profile: str | None) -> str:
     lines = ["[[sources]]", 'driver = "modbus"', 'name = "modbus-1"', f'transport = "{cfg.transport}"']
     if cfg.transport == "rtu":
-        lines += [f'serial_port = "{cfg.serial_port}"', f"baudrate = {cfg.baudrate}", f'parity = "{cfg.parity}"']
+        lines += [f'port = "{cfg.serial_port}"', f"baudrate = {cfg.baudrate}", f'parity = "{cfg.parity}"']
         lines += [f"stopbits = {cfg.stopbits}"]
     else:
         lines += [f'host = "{cfg.host}"', f"port = {cfg.port}"]
@@ -233,25 +189,33 @@ def emit_config(cfg: ModbusSourceConfig, found: dict[int, str], profile: str | N
 async def scan_async(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     quiet_pymodbus()
     cfg = _line_config(args, [{"name": "scan", "unit_id": 1, "registers": [{"quantity": "status", "address": 0}]}])
+    if cfg.transport != "rtu" and cfg.host:
+        problem = await peer_problem(cfg.host, cfg.port, rtu_framing=cfg.transport == "rtu_over_tcp",
+                                     timeout=args.timeout)  # fmt: skip
+        if problem:
+            print(f"error: {problem}", file=err)
+            return 2
     bus = Bus(cfg)
     progress = Progress(len(args.units), err)
     try:
         await bus.connect()
-        found = await scan_units(bus, args.units, args.timeout, progress)
+        result = await scan_units(bus, args.units, args.timeout, progress)
     except BusUnavailable as exc:
         print(f"error: {exc}", file=err)
         return 2
     finally:
         bus.close()
+    found = result.present()
     if args.emit_config:
         out.write(emit_config(cfg, found, args.profile))
     else:
         for unit, what in found.items():
             print(f"unit {unit:3d}: {what}", file=out)
+    print(result.explain(), file=err)
     if not found:
         print(f"no unit answered on {cfg.endpoint}.\n{NO_ANSWER_HELP}", file=err)
         return 1
-    print(f"{len(found)} unit(s) answering: {', '.join(map(str, found))}", file=err)
+    print(f"{len(found)} unit(s) present: {', '.join(map(str, found))}", file=err)
     return 0
 
 

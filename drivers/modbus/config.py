@@ -7,13 +7,14 @@ gateway config and registers in a device profile (config/profiles/*.toml).
 from __future__ import annotations
 
 import difflib
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.drivers.modbus.decode import DataType, WordOrder
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.config_types import Duration
+from gateway.config_types import ConfigValueError, ConfigWarning, Duration
 from gateway.driver import SourceConfig
 from gateway.quantities import QUANTITIES, convert_to_canonical
 
@@ -117,8 +118,15 @@ class ModbusSourceConfig(SourceConfig):
     driver: Literal["modbus"]
     transport: Transport = "tcp"
     host: str | None = Field(default=None, description="tcp / rtu_over_tcp")
-    port: int = Field(default=502, ge=1, le=65535, description="tcp / rtu_over_tcp")
-    serial_port: str | None = Field(default=None, description="rtu: e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+    port: int = Field(
+        default=502,
+        ge=1,
+        le=65535,
+        description='the TCP port on tcp / rtu_over_tcp, e.g. 502; with transport = "rtu" the serial device, '
+        'e.g. "/dev/ttyUSB0"',
+    )
+    # Filled from `port` on rtu; `serial_port` is the key's old name (released in 0.1), still read.
+    serial_port: str | None = Field(default=None, description='old name of port on rtu; write port = "/dev/..."')
     baudrate: int = Field(default=9600, gt=0)
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
@@ -133,23 +141,51 @@ class ModbusSourceConfig(SourceConfig):
     profile_dirs: list[Path] = Field(default_factory=list, description="searched before the shipped profiles")
     devices: list[DeviceConfig] = Field(min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _serial_device_is_port(cls, data: Any) -> Any:
+        # One name for one idea: the serial device is `port` here as in the serial and loramodem
+        # drivers. On a TCP transport `port` stays the TCP port number.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "serial_port" in data:
+            warnings.warn(
+                ConfigWarning(
+                    f"serial_port is the old name of port; write port = {data['serial_port']!r}", ("serial_port",)
+                ),
+                stacklevel=2,
+            )
+        port = data.get("port")
+        if data.get("transport") == "rtu" and isinstance(port, str) and not port.strip().isdigit():
+            data["serial_port"] = data.pop("port")
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> ModbusSourceConfig:
         if self.transport in ("tcp", "rtu_over_tcp") and not self.host:
-            raise ValueError(f"transport {self.transport!r} needs host")
+            raise ConfigValueError(("host",), f'transport {self.transport!r} needs host, e.g. host = "192.168.1.50"')
         if self.transport == "rtu" and not self.serial_port:
-            raise ValueError("transport 'rtu' needs serial_port")
+            raise ConfigValueError(
+                ("port",), 'transport "rtu" needs the serial device, e.g. port = "/dev/serial/by-id/usb-FTDI_...-port0"'
+            )
         seen: dict[str, int] = {}
         units: dict[int, str] = {}
         for i, dev in enumerate(self.devices):
             if dev.name in seen:
-                raise ValueError(f"devices[{i}].name {dev.name!r} is already used by devices[{seen[dev.name]}]")
+                raise ConfigValueError(
+                    ("devices", i, "name"), f"{dev.name!r} is already used by devices[{seen[dev.name]}]"
+                )
             seen[dev.name] = i
             if dev.unit_id in units:
-                raise ValueError(f"devices[{i}].unit_id {dev.unit_id} is already used by {units[dev.unit_id]!r}")
+                raise ConfigValueError(
+                    ("devices", i, "unit_id"), f"{dev.unit_id} is already used by {units[dev.unit_id]!r}"
+                )
             units[dev.unit_id] = dev.name
             if not dev.profile and not dev.registers:
-                raise ValueError(f"devices[{i}] ({dev.name}): set profile or registers")
+                raise ConfigValueError(
+                    ("devices", i), f'{dev.name}: set profile (e.g. profile = "eastron-sdm630") or registers'
+                )
         return self
 
     @property

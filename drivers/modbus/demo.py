@@ -23,7 +23,7 @@ def demo_part(workdir: Path) -> DemoPart | None:
                 "driver": "modbus",
                 "name": "demo-rs485",
                 "transport": "rtu",
-                "serial_port": str(link),
+                "port": str(link),
                 "interval": "5s",
                 "timeout": "500ms",
                 "devices": [

@@ -17,11 +17,19 @@ from gateway.drivers.modbus.planner import PlanError, ReadRequest, Span, plan_re
 from pydantic import ValidationError
 
 from gateway.config import key_path
-from gateway.profiles import ProfileError, load_profile
+from gateway.config_messages import problems_from_validation
+from gateway.config_types import ConfigValueError, ConfigValueErrors
+from gateway.profiles import ProfileError, list_profiles, load_profile
 
 
-class DeviceSetupError(ValueError):
-    """A device's profile or registers cannot be used; the message names the device and key."""
+class DeviceSetupError(ConfigValueError):
+    """A device's profile or registers cannot be used; ``loc`` is the key below the source."""
+
+    def __init__(self, message: str, loc: tuple[int | str, ...] = ()) -> None:
+        super().__init__(loc, message)
+
+    def __str__(self) -> str:
+        return f"{key_path(self.loc)}: {self.message}" if self.loc else self.message
 
 
 @dataclass(slots=True)
@@ -44,15 +52,33 @@ def load_profile_model(name: str, extra_dirs: list[Path] | None = None) -> tuple
         path, raw = load_profile(name, extra_dirs)
     except ProfileError as exc:
         raise DeviceSetupError(str(exc)) from exc
+    if "registers" not in raw and ("decoder" in raw or "codec" in raw):
+        kind = "serial" if "decoder" in raw else "LoRa"
+        raise DeviceSetupError(
+            f"{name!r} ({path}) is a {kind} device profile, not a Modbus one; a Modbus device needs a profile "
+            f"with [[registers]], e.g. {', '.join(modbus_profiles(extra_dirs)) or 'eastron-sdm630'}"
+        )
     try:
         return path, ProfileModel.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{path}: {key_path(tuple(e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors(include_url=False)]
-        raise DeviceSetupError("\n".join(lines)) from exc
+        problems = problems_from_validation(exc, ProfileModel)
+        raise DeviceSetupError("; ".join(f"{path}: {p}" for p in problems)) from exc
+
+
+def modbus_profiles(extra_dirs: list[Path] | None = None) -> list[str]:
+    """Names of the profiles that describe Modbus devices (they have registers)."""
+    names = []
+    for name in list_profiles(extra_dirs):
+        try:
+            _, raw = load_profile(name, extra_dirs)
+        except ProfileError:
+            continue
+        if "registers" in raw:
+            names.append(name)
+    return names
 
 
 def resolve_device(dev: DeviceConfig, src: ModbusSourceConfig, index: int) -> ResolvedDevice:
-    where = f"devices[{index}] ({dev.name})"
     fields: list[FieldSpec] = []
     profile: ProfileModel | None = None
     path: Path | None = None
@@ -60,7 +86,7 @@ def resolve_device(dev: DeviceConfig, src: ModbusSourceConfig, index: int) -> Re
         try:
             path, profile = load_profile_model(dev.profile, list(src.profile_dirs))
         except DeviceSetupError as exc:
-            raise DeviceSetupError(f"{where}.profile: {exc}") from exc
+            raise DeviceSetupError(exc.message, ("devices", index, "profile")) from exc
         fields.extend(profile.registers)
     fields.extend(dev.registers)
 
@@ -78,7 +104,9 @@ def resolve_device(dev: DeviceConfig, src: ModbusSourceConfig, index: int) -> Re
     try:
         plan = plan_requests(spans, max_registers=max_regs, max_bits=max_bits, max_gap=max_gap)
     except PlanError as exc:
-        raise DeviceSetupError(f"{where}: {exc}; lower the field sizes or raise max_registers_per_read") from exc
+        raise DeviceSetupError(
+            f"{dev.name}: {exc}; lower the field sizes or raise max_registers_per_read", ("devices", index)
+        ) from exc
     return ResolvedDevice(
         name=dev.name,
         unit_id=dev.unit_id,
@@ -96,15 +124,35 @@ def resolve_device(dev: DeviceConfig, src: ModbusSourceConfig, index: int) -> Re
 def resolve_devices(src: ModbusSourceConfig) -> list[ResolvedDevice]:
     """All devices of a source; every problem is reported at once."""
     out: list[ResolvedDevice] = []
-    problems: list[str] = []
+    problems: list[ConfigValueError] = []
     for i, dev in enumerate(src.devices):
         try:
             out.append(resolve_device(dev, src, i))
         except DeviceSetupError as exc:
-            problems.append(str(exc))
+            problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
     if problems:
-        raise DeviceSetupError("\n".join(problems))
+        raise DeviceSetupErrors(problems)
     return out
 
 
-__all__ = ["DeviceSetupError", "ResolvedDevice", "load_profile_model", "resolve_device", "resolve_devices"]
+class DeviceSetupErrors(DeviceSetupError, ConfigValueErrors):
+    """Every device problem of one source."""
+
+    def __init__(self, errors: list[ConfigValueError]) -> None:
+        ConfigValueErrors.__init__(self, errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+__all__ = [
+    "DeviceSetupError",
+    "DeviceSetupErrors",
+    "ResolvedDevice",
+    "load_profile_model",
+    "modbus_profiles",
+    "resolve_device",
+    "resolve_devices",
+]

@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from gateway.config import key_path
-from gateway.config_types import Duration
+from gateway.config_messages import problems_from_validation
+from gateway.config_types import ConfigValueError, ConfigValueErrors, Duration
 from gateway.driver import SourceConfig
-from gateway.profiles import ProfileError, load_profile
+from gateway.profiles import ProfileError, list_profiles, load_profile
 from gateway.quantities import QUANTITIES, convert_to_canonical
 
 
@@ -59,10 +59,12 @@ class RegexDecoder(_LineDecoder):
         try:
             compiled = re.compile(self.pattern)
         except re.error as exc:
-            raise ValueError(f"pattern: not a valid regex: {exc}") from exc
+            raise ConfigValueError(("pattern",), f"not a valid regular expression: {exc}") from exc
         missing = [f.key for f in self.fields if f.key not in compiled.groupindex]
         if missing:
-            raise ValueError(f"fields {missing} are not named groups of the pattern")
+            raise ConfigValueError(
+                ("fields",), f"fields {missing} are not named groups of the pattern; name them like (?P<{missing[0]}>...)"
+            )
         return self
 
 
@@ -75,7 +77,7 @@ class CSVDecoder(_LineDecoder):
     def _columns(self) -> CSVDecoder:
         missing = [f.key for f in self.fields if f.key not in self.columns]
         if missing:
-            raise ValueError(f"fields {missing} are not in columns")
+            raise ConfigValueError(("fields",), f"fields {missing} are not in columns {self.columns}")
         return self
 
 
@@ -164,7 +166,7 @@ class SerialProfile(_Strict):
 
 
 def resolve(config: SerialSourceConfig) -> tuple[DecoderConfig, int]:
-    """Merge profile and inline decoder and validate them. Raises ValueError naming the key path."""
+    """Merge profile and inline decoder and validate them. Raises ConfigValueError(s) naming the key path."""
     raw: dict[str, Any] = {}
     baudrate = 9600
     where = ""
@@ -172,33 +174,63 @@ def resolve(config: SerialSourceConfig) -> tuple[DecoderConfig, int]:
         try:
             path, data = load_profile(config.profile)
         except ProfileError as exc:
-            raise ValueError(f"profile: {exc}") from exc
+            raise ConfigValueError(("profile",), str(exc)) from exc
+        if "decoder" not in data and ("registers" in data or "codec" in data):
+            kind = "Modbus" if "registers" in data else "LoRa"
+            raise ConfigValueError(
+                ("profile",),
+                f"{config.profile!r} ({path}) is a {kind} device profile, not a serial one; a serial source needs a "
+                f"profile with a [decoder] table, e.g. {', '.join(serial_profiles()) or 'sds011'}",
+            )
         try:
             profile = SerialProfile.model_validate(data)
         except ValidationError as exc:
-            raise ValueError(f"profile {path}: {_describe(exc)}") from exc
+            problems = problems_from_validation(exc, SerialProfile)
+            raise ConfigValueError(("profile",), "; ".join(f"{path}: {p}" for p in problems)) from exc
         raw.update(profile.decoder)
         baudrate = profile.baudrate
         where = f" (decoder merged with profile {path})"
     raw.update(config.decoder)
     if not raw:
-        raise ValueError("give a profile or a decoder table")
+        raise ConfigValueError(
+            ("profile",),
+            'give a profile or a decoder table, e.g. profile = "sds011" or decoder = { type = "csv", ... }',
+        )
     try:
         decoder = _DECODER.validate_python(raw)
     except ValidationError as exc:
-        raise ValueError(_describe(exc, prefix="decoder") + where) from exc
+        model = _DECODER_MODELS.get(str(raw.get("type")))
+        problems = problems_from_validation(exc, model, ("decoder",), skip=tuple(_DECODER_MODELS))
+        errors = [ConfigValueError(tuple(_loc(p.key_path)), p.message + where) for p in problems]
+        raise errors[0] if len(errors) == 1 else ConfigValueErrors(errors) from exc
     return decoder, config.baudrate or baudrate
 
 
-def _describe(exc: ValidationError, prefix: str = "") -> str:
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        if loc and loc[0] in _DECODER_TAGS:  # the union's tag, not a key the user wrote
-            loc = loc[1:]
-        path = key_path(((prefix,) if prefix else ()) + loc)
-        parts.append(f"{path}: {err['msg']}" if path else err["msg"])
-    return "; ".join(parts)
+def _loc(path: str) -> list[int | str]:
+    """'decoder.fields[0].unit' -> ['decoder', 'fields', 0, 'unit'] (the loader joins it back)."""
+    loc: list[int | str] = []
+    for part in path.replace("[", ".[").split("."):
+        if part.startswith("["):
+            loc.append(int(part.strip("[]")))
+        elif part:
+            loc.append(part)
+    return loc
 
 
-_DECODER_TAGS = ("regex", "csv", "json", "keyvalue", "sds011", "pms5003", "nmea")
+def serial_profiles() -> list[str]:
+    """Names of the profiles that describe serial devices (they have a [decoder] table)."""
+    names = []
+    for name in list_profiles():
+        try:
+            _, raw = load_profile(name)
+        except ProfileError:
+            continue
+        if "decoder" in raw:
+            names.append(name)
+    return names
+
+
+_DECODER_MODELS: dict[str, type[BaseModel]] = {
+    "regex": RegexDecoder, "csv": CSVDecoder, "json": JSONDecoder, "keyvalue": KeyValueDecoder,
+    "sds011": SDS011Decoder, "pms5003": PMS5003Decoder, "nmea": NMEADecoder,
+}  # fmt: skip

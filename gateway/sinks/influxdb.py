@@ -23,7 +23,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from gateway.config_types import Duration, resolve_secret
+from gateway.config_types import Duration, SecretFile, resolve_secret
 from gateway.encoding import EncodingError, LineProtocolEncoder
 from gateway.model import Reading
 from gateway.sink import Outcome, SendResult, Sink, SinkConfig, SinkHealth
@@ -35,7 +35,9 @@ DETAIL_MAX = 300  # server messages can echo a whole batch; keep logs readable
 
 class InfluxDBSinkConfig(SinkConfig):
     type: Literal["influxdb"] = "influxdb"
-    url: str = Field(pattern=r"^https?://[^\s/]+", description="e.g. http://influx.local:8086")
+    url: str = Field(
+        pattern=r"^https?://[^\s/]+", description="http:// or https:// and the server, e.g. http://influx.local:8086"
+    )
     # Required even though VictoriaMetrics and InfluxDB 3 ignore it: InfluxDB 2
     # answers 400 without one, which would dead-letter every batch.
     org: str = Field(min_length=1, description="InfluxDB 2 organisation (any value for VictoriaMetrics)")
@@ -43,7 +45,7 @@ class InfluxDBSinkConfig(SinkConfig):
     token: SecretStr | None = Field(
         default=None, description='inline only as "${ENV_VAR}" (substituted at load); prefer token_file'
     )
-    token_file: Path | None = Field(default=None, description="relative paths are under $CREDENTIALS_DIRECTORY")
+    token_file: SecretFile | None = Field(default=None, description="relative paths are under $CREDENTIALS_DIRECTORY")
     token_env: str | None = Field(default=None, description="name of the environment variable holding the token")
     gzip: bool = True
     timeout: Duration = Field(default=10.0, gt=0, le=300)

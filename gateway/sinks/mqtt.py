@@ -28,7 +28,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from gateway.config_types import Duration, resolve_secret
+from gateway.config_types import Duration, SecretFile, resolve_secret
 from gateway.encoding import EncodingError, dumps_compact, group_for_senml, reading_json, senml_pack
 from gateway.model import Reading
 from gateway.sink import Outcome, SendResult, Sink, SinkConfig, SinkHealth
@@ -86,7 +86,7 @@ class MQTTSinkConfig(SinkConfig):
     client_id: str | None = Field(default=None, description="default: gateway-<gateway name>-<sink name>")
     username: str | None = None
     password: SecretStr | None = Field(default=None, description='inline only as "${ENV_VAR}"')
-    password_file: Path | None = None
+    password_file: SecretFile | None = None
     password_env: str | None = None
     qos: Literal[0, 1, 2] = 1
     tls: bool = Field(default=False, description="implied by ca_file or cert_file")

@@ -19,6 +19,7 @@ examples:
   gateway sim modbus --profile eastron-sdm630 --tcp 127.0.0.1:5020
   gateway sim modbus --device 1:eastron-sdm630 --device 7:xy-md02 --pty --link /tmp/ttyMODBUS
   gateway sim modbus --profile xy-md02 --units 1-30 --rtu-over-tcp 127.0.0.1:4001 --timeout-rate 0.05 --delay 0.02
+  gateway sim modbus --device 1:xy-md02 --tcp 127.0.0.1:5020 --unknown-units-exception 11   # a TCP-RTU gateway
 """
 
 
@@ -46,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
     parser.add_argument("--exception", type=int, help="answer every request with this exception code")
     parser.add_argument("--silent-units", default="", help="units that never answer, e.g. 3,5")
+    parser.add_argument(
+        "--unknown-units-exception",
+        type=int,
+        metavar="CODE",
+        help="answer every unit id without a device with this exception (4 = a server answering for everyone, "
+        "10/11 = a TCP-to-RTU gateway) instead of silence",
+    )
     parser.add_argument("--seed", type=int, help="random seed for the fault rates")
 
 
@@ -63,7 +71,11 @@ def build(args: argparse.Namespace) -> ModbusSimulator:
     if not units:
         raise SystemExit("give --profile (with --units) or --device UNIT:PROFILE")
     try:
-        sim = ModbusSimulator(devices_from_profiles(units, strict_addresses=args.strict_addresses), seed=args.seed)
+        sim = ModbusSimulator(
+            devices_from_profiles(units, strict_addresses=args.strict_addresses),
+            seed=args.seed,
+            unknown_unit_exception=args.unknown_units_exception,
+        )
     except DeviceSetupError as exc:
         raise SystemExit(f"error: {exc}") from exc
     silent = set(parse_units(args.silent_units)) if args.silent_units else set()
@@ -79,12 +91,19 @@ async def serve(args: argparse.Namespace) -> int:
     if not (args.tcp or args.rtu_over_tcp or args.pty):
         raise SystemExit("give at least one of --tcp, --rtu-over-tcp, --pty")
     units = ", ".join(f"{u}" for u in sorted(sim.devices))
-    if args.tcp:
-        port = await sim.serve_tcp(args.tcp[0], args.tcp[1])
-        print(f"modbus tcp on {args.tcp[0]}:{port}, units {units}", flush=True)
-    if args.rtu_over_tcp:
-        port = await sim.serve_tcp(args.rtu_over_tcp[0], args.rtu_over_tcp[1], rtu_framing=True)
-        print(f"modbus rtu-over-tcp on {args.rtu_over_tcp[0]}:{port}, units {units}", flush=True)
+    for option, endpoint, rtu_framing in (("--tcp", args.tcp, False), ("--rtu-over-tcp", args.rtu_over_tcp, True)):
+        if not endpoint:
+            continue
+        try:
+            port = await sim.serve_tcp(endpoint[0], endpoint[1], rtu_framing=rtu_framing)
+        except OSError as exc:
+            await sim.close()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            print(f"error: cannot listen on {endpoint[0]}:{endpoint[1]}: {reason}; another program "
+                  f"holds the port (ss -ltnp 'sport = :{endpoint[1]}') or pick another {option} port, "
+                  f"e.g. {option} {endpoint[0]}:0 for a free one", file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"modbus {option[2:]} on {endpoint[0]}:{port}, units {units}", flush=True)
     if args.pty:
         path = await sim.serve_pty()
         if args.link:

@@ -65,8 +65,13 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 class ModbusSimulator:
     """Serves ``devices`` (unit id -> device). Start with ``serve_tcp`` and/or ``serve_pty``."""
 
-    def __init__(self, devices: dict[int, SimulatedDevice], *, seed: int | None = None) -> None:
+    def __init__(
+        self, devices: dict[int, SimulatedDevice], *, seed: int | None = None, unknown_unit_exception: int | None = None
+    ) -> None:
         self.devices = devices
+        # A server (or TCP-to-RTU gateway) that answers unit ids it has no device for with this exception
+        # code (4, or a gateway's 10/11) instead of staying silent as a serial device would.
+        self.unknown_unit_exception = unknown_unit_exception
         self.faults: dict[int, Faults] = {u: Faults() for u in devices}
         self.stats = SimStats()
         self._rng = random.Random(seed)
@@ -90,6 +95,11 @@ class ModbusSimulator:
         self.stats.per_unit[unit] = self.stats.per_unit.get(unit, 0) + 1
         device = self.devices.get(unit)
         f = self.faults.get(unit, Faults())
+        if device is None and self.unknown_unit_exception is not None and not f.silent:
+            answer: ModbusPDU = ExceptionResponse(pdu.function_code, self.unknown_unit_exception)
+            answer.dev_id, answer.transaction_id = pdu.dev_id, pdu.transaction_id
+            self.stats.answered += 1
+            return answer, False, 0.0
         if device is None or f.silent:
             return None, False, 0.0
         if f.timeout_next > 0:

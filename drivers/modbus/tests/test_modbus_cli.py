@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from gateway.drivers.modbus import cli
+from gateway.drivers.modbus import cli, scan
 from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.demo import demo_part
 from gateway.simulators.modbus import cli as sim_cli
@@ -103,7 +104,7 @@ def test_progress_updates_in_place_on_a_tty() -> None:
             return True
 
     stream = Tty()
-    progress = cli.Progress(4, stream)
+    progress = scan.Progress(4, stream)
     for n in range(1, 5):
         progress.update(n, n, 1)
     progress.finish()
@@ -141,3 +142,74 @@ async def test_demo_part_serves_what_it_configures(tmp_path: Path) -> None:
             await run.wait_for(lambda: len(run.of("meter-streetlights")) >= 13)
     finally:
         await part.stop()
+
+
+@pytest.mark.parametrize("code", [4, 10, 11])
+async def test_scan_counts_devices_not_a_server_answering_for_every_unit_id(code: int) -> None:
+    # issue 8 item 9: a server answering every unknown unit id with an exception showed up as 247 units
+    simulator = ModbusSimulator(devices_from_profiles({1: "xy-md02", 7: "xy-md02"}), unknown_unit_exception=code)
+    try:
+        port = await simulator.serve_tcp()
+        args = _parser().parse_args(["scan", "--tcp", f"127.0.0.1:{port}", "--timeout", "0.5"])
+        assert args.units == list(range(1, 248))
+        out, err = io.StringIO(), io.StringIO()
+        assert await cli.scan_async(args, out, err) == 0
+    finally:
+        await simulator.close()
+    assert [line.split(":")[0] for line in out.getvalue().splitlines()] == ["unit   1", "unit   7"]
+    text = err.getvalue()
+    assert "2 unit(s) present: 1, 7" in text
+    assert "present = answers holding register 0 with data, or with an exception other than 10/11" in text
+    why = "as reserved unit 252 does: the endpoint answers for any unit id" if code == 4 else "a gateway's 'no device"
+    assert f"Not counted: 245 answered exception {code} (" in text and why in text
+
+
+async def test_scan_of_a_peer_that_is_not_modbus_says_so() -> None:
+    async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
+        await writer.drain()
+        await reader.read(100)
+        writer.close()
+
+    server = await asyncio.start_server(banner, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        args = _parser().parse_args(["scan", "--tcp", f"127.0.0.1:{port}", "--units", "1-3", "--timeout", "0.5"])
+        out, err = io.StringIO(), io.StringIO()
+        assert await cli.scan_async(args, out, err) == 2
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert err.getvalue() == (
+        f"error: 127.0.0.1:{port} answers, but not in Modbus TCP (got b'SSH-2.0-OpenSSH_9.2\\r\\n'); is it the right "
+        "port? Modbus TCP is usually 502; a serial-to-Ethernet converter in raw mode needs --rtu-over-tcp\n"
+    )
+    assert out.getvalue() == ""
+
+
+def test_simulator_cli_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "sim", "modbus", "--profile", "xy-md02", "--tcp", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use; another program holds the port "
+        f"(ss -ltnp 'sport = :{port}') or pick another --tcp port, e.g. --tcp 127.0.0.1:0 for a free one"
+    )
+    assert "Traceback" not in result.stderr
+
+
+async def test_simulator_cli_has_the_answer_for_every_unit_mode() -> None:
+    parser = argparse.ArgumentParser()
+    sim_cli.add_arguments(parser)
+    args = parser.parse_args(["--device", "1:xy-md02", "--unknown-units-exception", "11", "--tcp", "127.0.0.1:0"])
+    assert sim_cli.build(args).unknown_unit_exception == 11

@@ -72,14 +72,14 @@ def test_non_canonical_quantity_suggests_the_name() -> None:
 def test_cross_field_rules() -> None:
     assert "needs host" in _errors(_config(host="", devices=[{"name": "m", "profile": "xy-md02"}]))
     dup = [{"name": "a", "unit_id": 1, "profile": "xy-md02"}, {"name": "b", "unit_id": 1, "profile": "xy-md02"}]
-    assert "unit_id 1 is already used by 'a'" in _errors(_config(devices=dup))
+    assert "sources[0].devices[1].unit_id: 1 is already used by 'a'" in _errors(_config(devices=dup))
     coil = [{"name": "m", "registers": [{"quantity": "open", "table": "coil", "address": 0, "type": "uint16"}]}]
     assert "use type = 'bool'" in _errors(_config(devices=coil))
 
 
 def test_unknown_profile_lists_the_available_ones() -> None:
     msg = _errors(_config(devices=[{"name": "m", "profile": "sdm630"}]))
-    assert "sources[0]: devices[0] (m).profile: no profile named 'sdm630'" in msg
+    assert "sources[0].devices[0].profile: no profile named 'sdm630'" in msg
     assert "eastron-sdm630" in msg
 
 
@@ -93,7 +93,7 @@ def test_broken_profile_names_file_and_key(tmp_path: Path) -> None:
 def test_field_larger_than_device_limit_is_refused() -> None:
     regs = [{"quantity": "status", "address": 0, "type": "string", "length": 20}]
     msg = _errors(_config(devices=[{"name": "m", "registers": regs, "max_registers_per_read": 10}]))
-    assert "devices[0] (m)" in msg and "more than the 10 one read allows" in msg
+    assert "sources[0].devices[0]: m: " in msg and "more than the 10 one read allows" in msg
 
 
 def test_user_profile_directory_overrides_shipped(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ async def sim() -> AsyncIterator[ModbusSimulator]:
 
 async def _line(sim: ModbusSimulator, transport: str) -> dict[str, Any]:
     if transport == "rtu":
-        return {"transport": "rtu", "serial_port": await sim.serve_pty()}
+        return {"transport": "rtu", "port": await sim.serve_pty()}
     port = await sim.serve_tcp(rtu_framing=transport == "rtu_over_tcp")
     return {"transport": transport, "host": "127.0.0.1", "port": port}
 

@@ -65,7 +65,7 @@ async def test_corrupted_crc_is_counted_and_retried(sim: ModbusSimulator, transp
     line = (
         await _tcp(sim, rtu=True)
         if transport == "rtu_over_tcp"
-        else {"transport": "rtu", "serial_port": await sim.serve_pty()}
+        else {"transport": "rtu", "port": await sim.serve_pty()}
     )
     async with running_driver(_source(line, [1])) as run:
         await run.wait_for(lambda: len(run.of("u1", "temperature")) >= 1)
@@ -126,7 +126,7 @@ async def test_dead_device_logged_once_and_recovers(sim: ModbusSimulator, caplog
 @pytest.mark.slow
 async def test_dead_device_on_shared_line_does_not_delay_the_others(sim: ModbusSimulator) -> None:
     sim.fault(2).silent = True
-    line = {"transport": "rtu", "serial_port": await sim.serve_pty()}
+    line = {"transport": "rtu", "port": await sim.serve_pty()}
     async with running_driver(_source(line, [1, 2, 3], interval=0.25, timeout=0.1, backoff_max=2)) as run:
         await run.wait_for(lambda: len(run.of("u1", "temperature")) >= 8, timeout=6)
     for name in ("u1", "u3"):
@@ -169,7 +169,7 @@ async def test_serial_adapter_unplug_and_replug(tmp_path: Path, caplog: pytest.L
     link = tmp_path / "ttyRS485"
     first = ModbusSimulator(devices_from_profiles({1: "xy-md02"}))
     link.symlink_to(await first.serve_pty())
-    line = {"transport": "rtu", "serial_port": str(link)}
+    line = {"transport": "rtu", "port": str(link)}
     second = ModbusSimulator(devices_from_profiles({1: "xy-md02"}))
     try:
         async with running_driver(_source(line, [1])) as run:
