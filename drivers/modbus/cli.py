@@ -9,14 +9,13 @@ import sys
 import time
 from typing import Any, TextIO
 
+from gateway.driver import DriverContext
 from gateway.drivers.modbus.bus import Bus, BusUnavailable
 from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.devices import DeviceSetupError, resolve_device
 from gateway.drivers.modbus.driver import quiet_pymodbus
 from gateway.drivers.modbus.poller import DevicePoller, FieldResult
 from gateway.drivers.modbus.scan import Answer, Progress, peer_problem, scan_units
-
-from gateway.driver import DriverContext
 
 PROBE_EPILOG = """\
 examples:

@@ -11,11 +11,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.drivers.modbus.decode import DataType, WordOrder
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.config_types import ConfigValueError, ConfigWarning, Duration
 from gateway.driver import SourceConfig
+from gateway.drivers.modbus.decode import DataType, WordOrder
 from gateway.quantities import QUANTITIES, convert_to_canonical
 
 Table = Literal["coil", "discrete", "holding", "input"]

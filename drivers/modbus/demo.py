@@ -5,10 +5,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from gateway.demo_api import DemoPart
 from gateway.simulators.modbus.device import devices_from_profiles
 from gateway.simulators.modbus.server import ModbusSimulator
-
-from gateway.demo_api import DemoPart
 
 
 def demo_part(workdir: Path) -> DemoPart | None:

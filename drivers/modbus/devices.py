@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from gateway.config import key_path
+from gateway.config_messages import problems_from_validation
+from gateway.config_types import ConfigValueError, ConfigValueErrors
 from gateway.drivers.modbus.config import (
     MAX_BITS_PER_READ,
     MAX_REGISTERS_PER_READ,
@@ -14,11 +19,6 @@ from gateway.drivers.modbus.config import (
     ProfileModel,
 )
 from gateway.drivers.modbus.planner import PlanError, ReadRequest, Span, plan_requests
-from pydantic import ValidationError
-
-from gateway.config import key_path
-from gateway.config_messages import problems_from_validation
-from gateway.config_types import ConfigValueError, ConfigValueErrors
 from gateway.profiles import ProfileError, list_profiles, load_profile
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
 from gateway.drivers.modbus.bus import Bus
 from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.devices import ResolvedDevice, resolve_devices
 from gateway.drivers.modbus.poller import DevicePoller
 from gateway.drivers.modbus.scheduler import BusScheduler
-
-from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
 
 
 class _DropPymodbusNoResponse(logging.Filter):

@@ -25,8 +25,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from gateway.drivers.modbus.bus import EXC_NAMES, Bus, BusUnavailable, ExceptionResponse, ModbusTransportError
 from pymodbus.framer import FramerRTU
+
+from gateway.drivers.modbus.bus import EXC_NAMES, Bus, BusUnavailable, ExceptionResponse, ModbusTransportError
 
 CONTROL_UNIT = 252
 GATEWAY_NO_DEVICE = (10, 11)

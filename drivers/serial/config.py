@@ -63,7 +63,8 @@ class RegexDecoder(_LineDecoder):
         missing = [f.key for f in self.fields if f.key not in compiled.groupindex]
         if missing:
             raise ConfigValueError(
-                ("fields",), f"fields {missing} are not named groups of the pattern; name them like (?P<{missing[0]}>...)"
+                ("fields",),
+                f"fields {missing} are not named groups of the pattern; name them like (?P<{missing[0]}>...)",
             )
         return self
 

@@ -19,11 +19,12 @@ import tty
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from gateway.simulators.modbus.device import SimulatedDevice
 from pymodbus.framer import FramerBase, FramerRTU, FramerSocket
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
+
+from gateway.simulators.modbus.device import SimulatedDevice
 
 _TABLES = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
 _RESPONSES: dict[int, type[ModbusPDU]] = {

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
-from gateway.drivers.loramodem.config import LoRaModemConfig
-from gateway.drivers.loramodem.driver import LoRaModemDriver
-from gateway.simulators.loramodem.emulator import EMULATORS, ModemEmulator, RAK3172Emulator, RN2483Emulator
-from gateway.simulators.lorawan.payloads import cayenne, dragino_lht65, expected_values
 
 from gateway.driver import DriverContext
+from gateway.drivers.loramodem.config import LoRaModemConfig
+from gateway.drivers.loramodem.driver import LoRaModemDriver
 from gateway.model import Reading
+from gateway.simulators.loramodem.emulator import EMULATORS, ModemEmulator, RAK3172Emulator, RN2483Emulator
+from gateway.simulators.lorawan.payloads import cayenne, dragino_lht65, expected_values
 
 
 class Run:

@@ -8,10 +8,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gateway.driver import DriverContext
 from gateway.drivers.lorawan.config import LoRaWANConfig
 from gateway.drivers.lorawan.driver import LoRaWANDriver
-
-from gateway.driver import DriverContext
 from gateway.model import Reading
 
 

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from gateway.config import build_config, parse_config
 from gateway.drivers.modbus import cli, scan
 from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.demo import demo_part
@@ -16,8 +18,6 @@ from gateway.simulators.modbus import cli as sim_cli
 from gateway.simulators.modbus.device import devices_from_profiles
 from gateway.simulators.modbus.harness import running_driver
 from gateway.simulators.modbus.server import ModbusSimulator
-
-from gateway.config import build_config, parse_config
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway.drivers.modbus.config import ModbusSourceConfig
-from gateway.drivers.modbus.devices import DeviceSetupError, resolve_devices
 
 from gateway.config import ConfigError, load_config, parse_config
+from gateway.drivers.modbus.config import ModbusSourceConfig
+from gateway.drivers.modbus.devices import DeviceSetupError, resolve_devices
 
 HERE = Path(__file__).resolve().parent.parent
 

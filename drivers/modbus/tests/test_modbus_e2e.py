@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from gateway.simulators.modbus.device import devices_from_profiles
-from gateway.simulators.modbus.harness import running_driver
-from gateway.simulators.modbus.server import ModbusSimulator
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.model import Quality
+from gateway.simulators.modbus.device import devices_from_profiles
+from gateway.simulators.modbus.harness import running_driver
+from gateway.simulators.modbus.server import ModbusSimulator
 
 # Raw registers from protocols.md §6a/§6b worked frames.
 SDM_FIXED = {"input": {0x00: 0x4366, 0x01: 0x199A, 0x48: 0x4640, 0x49: 0xE6AE}}  # 230.1 V, 12345.67 kWh

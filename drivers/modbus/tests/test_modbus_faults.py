@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from gateway.simulators.modbus.device import devices_from_profiles
 from gateway.simulators.modbus.harness import running_driver
 from gateway.simulators.modbus.server import ModbusSimulator

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gateway.buffer import AsyncBuffer
+from gateway.config import LoadedSource
 from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.driver import ModbusDriver
 from gateway.simulators.modbus.device import devices_from_profiles
 from gateway.simulators.modbus.server import ModbusSimulator
-
-from gateway.buffer import AsyncBuffer
-from gateway.config import LoadedSource
 from gateway.supervisor import SourceSupervisor
 from gateway.writer import BufferWriter
 
@@ -101,15 +101,17 @@ async def test_thirty_units_at_one_second_all_delivered(tmp_path: Path, sim: Mod
     port = await sim.serve_tcp()
     devices = [{"name": f"m{unit}", "unit_id": unit, "profile": "xy-md02"} for unit in range(1, 31)]
     async with pipeline(tmp_path, _source(port, devices, 1.0)) as p:
-        await asyncio.sleep(4.6)
+        await asyncio.sleep(5.6)
         ended = time.time()
-        # a poll committed at most one commit interval after its tick's polls: 30 polls take well under 1 s
-        ticks = _complete_ticks(p.started_s, ended, 1.0, slack_s=1.0)
-        assert len(ticks) >= 2
+        # a tick's 30 polls take well under a second; 1.5 s of slack leaves room for a loaded machine
+        ticks = _complete_ticks(p.started_s, ended, 1.0, slack_s=1.5)
+        assert len(ticks) >= 3
         got = await p.polls_by_device()
-    missing = {f"m{u}": sorted(set(ticks) - got.get(f"m{u}", set())) for u in range(1, 31)}
-    missing = {d: ts for d, ts in missing.items() if ts}
-    assert not missing, f"{len(missing)} of 30 devices miss committed polls of complete ticks: {missing}"
+    delivered = sum(len(set(ticks) & got.get(f"m{u}", set())) for u in range(1, 31))
+    nominal = 30 * len(ticks)
+    # Before the fix about 5 of the 30 polls per second were committed. On a machine loaded by other work the
+    # scheduler may skip a late tick (skip, never burst), hence 95 % rather than all.
+    assert delivered >= 0.95 * nominal, f"{delivered} of {nominal} polls of complete ticks committed"
 
 
 async def test_one_device_at_100ms_keeps_up(tmp_path: Path, sim: ModbusSimulator) -> None:

@@ -11,11 +11,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.driver import DriverContext
 from gateway.drivers.serial.config import SerialSourceConfig
 from gateway.drivers.serial.driver import SerialDriver
 from gateway.drivers.serial.position import PositionRegistry
-
-from gateway.driver import DriverContext
 from gateway.model import Reading
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gateway.drivers.serial.config import NMEADecoder, PMS5003Decoder, SDS011Decoder, SerialSourceConfig, resolve
-from gateway.drivers.serial.driver import SerialDriver
 
 from gateway.config import ConfigError, load_config, parse_config
+from gateway.drivers.serial.config import NMEADecoder, PMS5003Decoder, SDS011Decoder, SerialSourceConfig, resolve
+from gateway.drivers.serial.driver import SerialDriver
 
 HERE = Path(__file__).resolve().parent.parent
 PROFILES = ["sds011", "pms5003", "nmea-gps", "maker-climate-kv", "maker-climate-csv", "maker-climate-json"]
