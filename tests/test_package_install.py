@@ -143,9 +143,10 @@ def test_package_creates_user_folders_and_enables_the_unit(installed: ThrowawayR
         "id -nG gateway; getent passwd gateway | cut -d: -f6,7; command -v gateway;"
         " stat -c '%a %U %G' /etc/gateway/credentials /var/lib/gateway /etc/gateway/gateway.toml;"
         " readlink /etc/systemd/system/multi-user.target.wants/gateway.service;"
-        " dpkg-query -W -f='${Conffiles}\\n' urban-sensor-gateway"
+        " dpkg-query -W -f='${Conffiles}\\n' urban-sensor-gateway;"
+        " sed -n 's|^Documentation=file:||p' /lib/systemd/system/gateway.service | xargs ls"
     ).stdout.splitlines()
-    groups, home_shell, on_path, credentials, state, config, wanted, conffiles = (line.strip() for line in facts[:8])
+    groups, home_shell, on_path, credentials, state, config, wanted, conffiles, doc = (f.strip() for f in facts)
     assert set(groups.split()) == {"gateway", "dialout"}
     assert home_shell == "/var/lib/gateway:/usr/sbin/nologin"
     assert on_path == "/usr/bin/gateway"
@@ -154,6 +155,7 @@ def test_package_creates_user_folders_and_enables_the_unit(installed: ThrowawayR
     assert config == "644 root root"
     assert wanted == "/lib/systemd/system/gateway.service"
     assert conffiles.startswith(DEFAULT_CONFIG + " ")
+    assert doc == f"{DOC}/deploy.md"  # the unit's Documentation= is installed
 
 
 def test_installed_unit_passes_systemd_analyze(installed: ThrowawayRoot) -> None:
