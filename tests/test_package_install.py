@@ -94,6 +94,13 @@ def test_installed_wheel_finds_every_profile_and_data_file_by_name(fresh_venv: P
     names, shipped_dir = done.stdout.splitlines()
     assert set(shipped) <= set(names.split())
     assert Path(shipped_dir).is_relative_to(fresh_venv)
+    # GATEWAY_PROFILES still adds the site's own profiles to the shipped ones
+    (tmp_path / "site-profiles").mkdir()
+    (tmp_path / "site-profiles" / "site-meter.toml").write_text((ROOT / "config/profiles/xy-md02.toml").read_text())
+    env["GATEWAY_PROFILES"] = str(tmp_path / "site-profiles")
+    with_site = subprocess.run([str(fresh_venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert set(with_site.stdout.splitlines()[0].split()) == set(names.split()) | {"site-meter"}
     site = Path(shipped_dir).parent
     for driver in ("simulated", "modbus", "serial", "lorawan", "loramodem"):
         assert (site / "drivers" / driver / "sample.toml").is_file()
@@ -249,3 +256,16 @@ def test_upgrade_keeps_config_credentials_and_buffer_remove_keeps_data_purge_del
         " for p in /etc/gateway /var/lib/gateway; do test -e $p || echo $p gone; done"
     ).stdout
     assert purged.splitlines() == ["/etc/gateway gone", "/var/lib/gateway gone"]
+
+
+def test_arm64_package_carries_only_arm64_binaries(build_dir: Path, wheel: Path) -> None:
+    # Cross-built here with the aarch64 wheels from PyPI (a Raspberry Pi with the 64-bit OS).
+    out = build_dir / "arm64"
+    _run([sys.executable, str(ROOT / "packaging" / "build_deb.py"), "--arch", "arm64", "--wheel", str(wheel),
+          "--wheelhouse", str(out / "wheels"), "--fast", "--out", str(out)])  # fmt: skip
+    deb = out / f"urban-sensor-gateway_{VERSION}_arm64.deb"
+    assert "Architecture: arm64" in _run(["dpkg-deb", "--info", str(deb)]).stdout
+    listing = _run(["dpkg-deb", "--contents", str(deb)]).stdout
+    libraries = [line.split()[-1] for line in listing.splitlines() if line.endswith(".so")]
+    assert any("pydantic_core" in lib for lib in libraries)
+    assert libraries and all("aarch64-linux-gnu" in lib for lib in libraries), libraries
