@@ -85,7 +85,7 @@ def run_demo(args: argparse.Namespace) -> int:
     setup_logging("warning")
     temporary = args.state_dir is None
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="gateway-demo-"))
-    keep = not temporary or getattr(args, "keep", False)
+    keep = not temporary or args.keep
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
         return asyncio.run(_demo(state_dir, args.duration, plain=args.plain or not sys.stdout.isatty(), keep=keep))
