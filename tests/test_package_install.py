@@ -207,6 +207,7 @@ _FIRST_READING = r"""
 cd /
 runuser -u gateway -- gateway run -c /etc/gateway/gateway.toml >/tmp/daemon.log 2>&1 &
 daemon=$!
+trap 'kill -TERM $daemon 2>/dev/null || true' EXIT  # never leave it running, even when a step fails
 start=$(date +%s%N)
 for _ in $(seq 600); do
     if runuser -u gateway -- gateway query -c /etc/gateway/gateway.toml --latest 2>/dev/null | grep -q selftest-weather
