@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     p.add_argument("--state-dir", type=Path, default=None, help="where to keep the demo buffer and store (temp dir)")
     p.add_argument("--plain", action="store_true", help="no screen refresh (append lines), e.g. when piped")
+    p.add_argument("--keep", action="store_true", help="keep the temporary state folder on exit")
     p.set_defaults(func=cmd_demo)
 
     from gateway import cli_data

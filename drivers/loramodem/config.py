@@ -9,7 +9,8 @@ from pydantic import Field, model_validator
 from gateway.config_types import Duration
 from gateway.driver import SourceConfig
 
-DEFAULT_BAUD = {"rn2483": 57600, "rak3172": 115200}  # protocols.md §4a, §4b
+# docs/protocols.md#4a-microchip-rn2483 and docs/protocols.md#4b-rakwireless-rak3172-rui3-firmware
+DEFAULT_BAUD = {"rn2483": 57600, "rak3172": 115200}
 
 
 class LoRaModemConfig(SourceConfig):

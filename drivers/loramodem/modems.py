@@ -1,11 +1,12 @@
 """The two modem dialects: set-up commands, how reception is armed, how a packet looks.
 
-RN2483 (protocols.md §4a): ``mac pause`` (answer: the pause in ms), ``radio set
+RN2483 (docs/protocols.md#4a-microchip-rn2483): ``mac pause`` (answer: the pause in ms), ``radio set
 ...``, ``radio rx 0`` -> ``ok``; later ``radio_rx  <hex>`` (two spaces) or
 ``radio_err``; the radio is then idle and must be re-armed. SNR of the last
 packet: ``radio get snr``; RSSI is not available on all firmware, so none.
 
-RAK3172 RUI3 (§4b): ``AT+NWM=0``, ``AT+P2P=freq:sf:bw:cr:preamble:power``,
+RAK3172 RUI3 (docs/protocols.md#4b-rakwireless-rak3172-rui3-firmware): ``AT+NWM=0``,
+``AT+P2P=freq:sf:bw:cr:preamble:power``,
 ``AT+PRECV=65534`` (continuous) -> ``OK``; packets arrive as
 ``+EVT:RXP2P:<rssi>:<snr>:<hex>`` (the pre-RUI3 two-line form is accepted too).
 """

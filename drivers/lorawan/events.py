@@ -1,6 +1,7 @@
 """Parse network-server MQTT messages into uplink, join and status events.
 
-ChirpStack v4 (protocols.md §1a) and The Things Stack v3 (§1b) publish JSON
+ChirpStack v4 (docs/protocols.md#1a-chirpstack-v4) and The Things Stack v3
+(docs/protocols.md#1b-the-things-stack-v3) publish JSON
 whose zero/false fields may be omitted, whose extra fields change between
 versions, and whose coding rate moved between two places (TTS PR #5715). The
 parsers therefore read only what they need, treat a missing counter or port as

@@ -3,7 +3,7 @@
 pymodbus' ``convert_from_registers`` only knows the word order (big/little),
 not byte-swapped devices (``BADC``, ``DCBA``), so the conversion is written
 here on top of ``struct``; it is the one place both the driver and the
-simulator use, and it is tested against vendor vectors (protocols.md §6).
+simulator use, and it is tested against vendor vectors (docs/protocols.md#6-modbus-devices).
 
 Order names follow the usual 32-bit convention; for 64-bit values they mean
 the same two operations (``CDAB`` = registers in reverse order, ``BADC`` =

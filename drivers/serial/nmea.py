@@ -3,7 +3,7 @@
 Hand-written rather than pynmea2: we need two sentence types and strict
 checksum handling, pynmea2 is not a project dependency, and the parser below
 is small enough to read in one go. Format and worked sentences:
-/work/shared/reference/protocols.md section 7.
+docs/protocols.md#7-nmea-0183-gps-gga-and-rmc.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Nova SDS011 and Plantower PMS5003 frames: framing parameters, decoders, commands.
 
-Frame layouts, checksums and worked examples: /work/shared/reference/protocols.md
+Frame layouts, checksums and worked examples: docs/protocols.md#5-serial-particulate-sensors
 sections 5a (SDS011) and 5b (PMS5003).
 """
 

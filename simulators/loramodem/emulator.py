@@ -2,7 +2,8 @@
 
 The driver opens ``emulator.path`` (the pty's slave side) like a real serial
 port; the emulator answers on the master side. Command sets and replies follow
-protocols.md §4a (RN2483) and §4b (RAK3172 RUI3). ``inject(payload, rssi, snr)``
+docs/protocols.md#4a-microchip-rn2483 (RN2483) and docs/protocols.md#4b-rakwireless-rak3172-rui3-firmware
+(RAK3172 RUI3). ``inject(payload, rssi, snr)``
 plays a received radio packet; it is delivered only if the driver has armed
 reception, as on the real modem (an RN2483 returns to idle after each packet).
 """

@@ -1,6 +1,7 @@
 """A network-server stand-in: publishes ChirpStack v4 / The Things Stack v3 uplinks to MQTT.
 
-Message shapes follow protocols.md §1a (the v4 "full" fixture) and §1b (the
+Message shapes follow docs/protocols.md#1a-chirpstack-v4 (the v4 "full" fixture) and
+docs/protocols.md#1b-the-things-stack-v3 (the
 TTS data-format example), including the TTS habit of omitting zero fields.
 Faults on demand: every n-th uplink published twice (same deduplication id /
 same frame counter), every n-th message malformed (garbage JSON, a missing

@@ -1,7 +1,8 @@
 """Encoders producing realistic payloads for the simulated LoRaWAN devices.
 
 They are the inverse of the codecs in drivers/lorawan/codecs, following the
-same vendor layouts (protocols.md §2, §3a-c), so a simulated uplink decodes to
+same vendor layouts (docs/protocols.md#2-cayenne-lpp, docs/protocols.md#3-vendor-lorawan-payloads), so a
+simulated uplink decodes to
 values the test knows in advance.
 """
 

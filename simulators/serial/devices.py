@@ -1,7 +1,7 @@
 """Frame encoders for the simulated serial devices.
 
-Encoders are written from the datasheet layouts (protocols.md sections 5a, 5b,
-7), independently of the driver's decoders, so a round trip through both
+Encoders are written from the datasheet layouts (docs/protocols.md#5-serial-particulate-sensors and
+docs/protocols.md#7-nmea-0183-gps-gga-and-rmc), independently of the driver's decoders, so a round trip through both
 tests something. Each device makes its n-th frame from n alone, so a test can
 tell which frame a reading came from.
 """

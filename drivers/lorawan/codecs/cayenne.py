@@ -1,6 +1,6 @@
 """Cayenne Low Power Payload: repeated ``[channel][type][value]``, big-endian.
 
-Type table and resolutions: protocols.md §2 (myDevices table plus the extended
+Type table and resolutions: docs/protocols.md#2-cayenne-lpp (myDevices table plus the extended
 types of the ElectronicCats/TTN Arduino libraries). Hand-written rather than a
 PyPI package because the maintained ones are encoders only or return strings
 keyed by LPP names; we need canonical quantities and the partial-frame policy

@@ -2,7 +2,7 @@
 
 ``[version=2][device_id:2][flags:2][words...]``, big-endian uint16 words; bit i
 of ``flags`` says whether sensor group i is present, each group has a fixed
-number of words (protocols.md §3c, vendor decoders in the TTN device
+number of words (docs/protocols.md#3c-decentlab-protocol-version-2, vendor decoders in the TTN device
 repository). Which groups a product has and how their words convert is
 product data, so it comes from the device profile (``sensors`` option, see
 config/profiles/lorawan-decentlab-*.toml); each value is the linear

@@ -1,6 +1,6 @@
 """Dragino LHT65 temperature/humidity sensor, 11-byte uplink on FPort 2.
 
-Layout and worked example: protocols.md §3a (TTN device repository decoder
+Layout and worked example: docs/protocols.md#3a-dragino-lht65 (TTN device repository decoder
 ``vendor/dragino/lht65.js`` and the LHT65 user manual).
 """
 

@@ -1,6 +1,6 @@
 """Elsys ERS family: a stream of ``[type][value]`` with a fixed size per type.
 
-Type table: protocols.md §3b (the vendor's decoder, ``vendor/elsys/elsys.js``
+Type table: docs/protocols.md#3b-elsys-ers (the vendor's decoder, ``vendor/elsys/elsys.js``
 in the TTN device repository). As in the vendor decoder, an unknown type stops
 parsing, because its size is unknown; what was decoded before it is kept.
 """

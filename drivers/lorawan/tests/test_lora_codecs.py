@@ -1,4 +1,7 @@
-"""Codecs against the vendors' published example payloads (protocols.md §2, §3a-c)."""
+"""Codecs against the vendors' published example payloads.
+
+From docs/protocols.md#2-cayenne-lpp and docs/protocols.md#3-vendor-lorawan-payloads.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Parsing network-server messages: the documented examples (protocols.md §1a, §1b) and broken ones."""
+"""Parsing network-server messages: the documented examples and broken ones.
+
+Examples from docs/protocols.md#1a-chirpstack-v4 and docs/protocols.md#1b-the-things-stack-v3.
+"""
 
 from __future__ import annotations
 

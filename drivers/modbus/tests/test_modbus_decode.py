@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from gateway.model import Quality
 
-# --- vendor vectors: /work/shared/reference/protocols.md §6a (Eastron) and §6b (XY-MD02) ---
+# --- vendor vectors: docs/protocols.md#6a-eastron-sdm630-and-sdm120-energy-meters (Eastron) and
+# docs/protocols.md#6b-xy-md02-class-rs-485-temperature-and-humidity-sensors (XY-MD02) ---
 
 
 @pytest.mark.parametrize(

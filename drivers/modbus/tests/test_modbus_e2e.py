@@ -17,7 +17,7 @@ from gateway.simulators.modbus.device import devices_from_profiles
 from gateway.simulators.modbus.harness import running_driver
 from gateway.simulators.modbus.server import ModbusSimulator
 
-# Raw registers from protocols.md §6a/§6b worked frames.
+# Raw registers from the worked frames of docs/protocols.md#6-modbus-devices.
 SDM_FIXED = {"input": {0x00: 0x4366, 0x01: 0x199A, 0x48: 0x4640, 0x49: 0xE6AE}}  # 230.1 V, 12345.67 kWh
 MD02_FIXED = {"input": {0x01: 0x0131, 0x02: 0x0222}}  # 30.5 °C, 54.6 %RH
 

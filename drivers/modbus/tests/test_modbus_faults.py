@@ -14,7 +14,8 @@ from gateway.simulators.modbus.device import devices_from_profiles
 from gateway.simulators.modbus.harness import running_driver
 from gateway.simulators.modbus.server import ModbusSimulator
 
-MD02 = {"input": {0x01: 0x0131, 0x02: 0x0222}}  # 30.5 °C, 54.6 %RH (protocols.md §6b)
+# 30.5 °C, 54.6 %RH (docs/protocols.md#6b-xy-md02-class-rs-485-temperature-and-humidity-sensors)
+MD02 = {"input": {0x01: 0x0131, 0x02: 0x0222}}
 
 
 @pytest.fixture

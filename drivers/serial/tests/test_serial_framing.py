@@ -10,8 +10,8 @@ from gateway.simulators.serial.devices import nmea_sentence, pms5003_frame, sds0
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-SDS_REAL = bytes.fromhex("AA C0 8C 00 94 00 BC F9 D5 AB")  # protocols.md 5a
-PMS_REAL = bytes.fromhex(  # protocols.md 5b
+SDS_REAL = bytes.fromhex("AA C0 8C 00 94 00 BC F9 D5 AB")  # docs/protocols.md#5a-nova-fitness-sds011
+PMS_REAL = bytes.fromhex(  # docs/protocols.md#5b-plantower-pms5003
     "42 4D 00 1C 00 00 00 08 00 08 00 00 00 08 00 08 00 D2 00 46 00 2D 00 1E 00 00 00 00 97 00 02 C5"
 )
 
@@ -199,6 +199,6 @@ def test_no_decoder_raises_on_arbitrary_bytes(chunks: list[bytes], step: float) 
 
 
 def test_simulator_encoder_matches_datasheet_vectors() -> None:
-    # The simulator's encoders reproduce the synthetic examples of protocols.md 5a and 5b.
+    # The simulator's encoders reproduce the synthetic examples of docs/protocols.md#5-serial-particulate-sensors.
     assert sds011_frame(12.3, 45.6, 0xA160) == bytes.fromhex("AA C0 7B 00 C8 01 A1 60 45 AB")
     assert pms5003_frame(0, 8, 8, (210, 70, 45, 30, 0, 0)) == PMS_REAL  # CF=1 equals atmospheric there

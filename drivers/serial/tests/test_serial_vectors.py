@@ -1,4 +1,7 @@
-"""Datasheet and worked-example vectors, from /work/shared/reference/protocols.md (section cited per test)."""
+"""Datasheet and worked-example vectors (section cited per test).
+
+From docs/protocols.md#5-serial-particulate-sensors and docs/protocols.md#7-nmea-0183-gps-gga-and-rmc.
+"""
 
 from __future__ import annotations
 
