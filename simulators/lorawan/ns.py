@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiomqtt
+
 from gateway.simulators.lorawan.payloads import ENCODERS
 
 Server = Literal["chirpstack", "ttn"]

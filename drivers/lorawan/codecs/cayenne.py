@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from gateway.drivers.lorawan.codecs import CodecConfigError, DecodeResult
-
 from gateway.quantities import canonical_unit
 
 G = 9.80665  # standard gravity, m/s2 per G

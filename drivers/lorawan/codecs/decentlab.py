@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from gateway.drivers.lorawan.codecs import CodecConfigError, DecodeResult
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.drivers.lorawan.codecs import CodecConfigError, DecodeResult
 
 PROTOCOL_VERSION = 2
 HEADER_SIZE = 5

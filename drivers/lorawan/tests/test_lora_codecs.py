@@ -8,16 +8,16 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from gateway.drivers.lorawan.codecs import DecodeResult, Measurement, available, make_codec
 from gateway.drivers.lorawan.codecs.cayenne import CayenneLPP, G
 from gateway.drivers.lorawan.codecs.decentlab import Decentlab
 from gateway.drivers.lorawan.codecs.dragino import DraginoLHT65
 from gateway.drivers.lorawan.codecs.elsys import Elsys
 from gateway.drivers.lorawan.config import DeviceProfile
-from gateway.simulators.lorawan.payloads import ENCODERS, expected_values
-
 from gateway.profiles import load_profile
 from gateway.quantities import QUANTITIES
+from gateway.simulators.lorawan.payloads import ENCODERS, expected_values
 
 
 def values(result: DecodeResult) -> list[tuple[str, float | int | bool | str, str, str | None]]:

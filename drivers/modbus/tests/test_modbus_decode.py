@@ -6,12 +6,12 @@ import math
 import struct
 
 import pytest
-from gateway.drivers.modbus.config import FieldSpec
-from gateway.drivers.modbus.decode import DATA_TYPES, WORD_ORDERS, DecodeError, decode_registers, encode_value
-from gateway.drivers.modbus.poller import field_value
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.drivers.modbus.config import FieldSpec
+from gateway.drivers.modbus.decode import DATA_TYPES, WORD_ORDERS, DecodeError, decode_registers, encode_value
+from gateway.drivers.modbus.poller import field_value
 from gateway.model import Quality
 
 # --- vendor vectors: docs/protocols.md#6a-eastron-sdm630-and-sdm120-energy-meters (Eastron) and

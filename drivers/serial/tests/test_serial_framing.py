@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gateway.drivers.serial.config import DecoderConfig, KeyValueDecoder, NMEADecoder, PMS5003Decoder, SDS011Decoder
 from gateway.drivers.serial.framing import LineFramer
 from gateway.drivers.serial.particulates import pms5003_framer, sds011_framer
 from gateway.drivers.serial.stream import StreamDecoder
 from gateway.simulators.serial.devices import nmea_sentence, pms5003_frame, sds011_frame
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SDS_REAL = bytes.fromhex("AA C0 8C 00 94 00 BC F9 D5 AB")  # docs/protocols.md#5a-nova-fitness-sds011
 PMS_REAL = bytes.fromhex(  # docs/protocols.md#5b-plantower-pms5003

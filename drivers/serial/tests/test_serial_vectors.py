@@ -6,6 +6,7 @@ From docs/protocols.md#5-serial-particulate-sensors and docs/protocols.md#7-nmea
 from __future__ import annotations
 
 import pytest
+
 from gateway.drivers.serial.measurement import Measurement
 from gateway.drivers.serial.nmea import NMEAError, parse_fix
 from gateway.drivers.serial.particulates import (
@@ -18,7 +19,6 @@ from gateway.drivers.serial.particulates import (
     sds011_query,
     sds011_set_query_mode,
 )
-
 from gateway.model import Quality
 
 
