@@ -80,25 +80,29 @@ function sparkline(id) {
   const svg = s("svg", { class: "spark", width: 110, height: 30, viewBox: "0 0 110 30", "data-series": id });
   const pts = sparks.series[id] || [];
   svg.setAttribute("data-points", pts.length);
-  if (pts.length) svg.append(line(pts, sparks.from_ms, sparks.to_ms, 110, 30, 2).el);
+  // The x axis starts at the first point: a gateway up for 5 minutes shows those 5 minutes, not a dot.
+  if (pts.length) svg.append(line(pts, Math.max(sparks.from_ms, pts[0][0]), sparks.to_ms, 110, 30, 2).el);
   return svg;
 }
 
 function bigPlot(data, range) {
-  const W = 900, H = 320, P = 40;
+  const W = 900, H = 320, P = 40, L = 70;  // L: room for the value labels left of the y axis
   const svg = s("svg", { class: "plot", viewBox: `0 0 ${W} ${H}`, "data-points": data.points.length,
                          "data-from": data.from, "data-to": data.to });
-  const x0 = Math.floor(data.from / 1e6), x1 = Math.floor(data.to / 1e6);
-  svg.append(s("line", { class: "axis", x1: P, y1: H - P, x2: W - P, y2: H - P }),
-             s("line", { class: "axis", x1: P, y1: P, x2: P, y2: H - P }));
+  const x1 = Math.floor(data.to / 1e6);
+  const x0 = data.points.length ? Math.max(Math.floor(data.from / 1e6), data.points[0][0]) : Math.floor(data.from / 1e6);
+  svg.append(s("line", { class: "axis", x1: L, y1: H - P, x2: W - P, y2: H - P }),
+             s("line", { class: "axis", x1: L, y1: P, x2: L, y2: H - P }));
   if (data.points.length) {
-    const { el, lo, hi } = line(data.points, x0, x1, W, H, P);
+    const { el, lo, hi } = line(data.points, x0, x1, W - L + P, H, P);
+    el.setAttribute("transform", `translate(${L - P},0)`);
     svg.append(el);
+    const fmt = x1 - x0 < 600000 ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
     const label = (x, y, text, anchor) => { const t = s("text", { x, y, "text-anchor": anchor || "start" }); t.textContent = text; return t; };
     svg.append(label(4, P + 4, num(hi)), label(4, H - P, num(lo)));
     for (let i = 0; i <= 4; i++) {
       const t = x0 + (x1 - x0) * i / 4;
-      svg.append(label(P + (W - 2 * P) * i / 4, H - P + 18, new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }), "middle"));
+      svg.append(label(L + (W - L - P) * i / 4, H - P + 18, new Date(t).toLocaleTimeString([], fmt), "middle"));
     }
   }
   return svg;
