@@ -44,23 +44,26 @@ def collect_parts(workdir: Path) -> list[DemoPart]:
     return parts
 
 
-def demo_config(state_dir: Path, parts: list[DemoPart], metrics_port: int | None) -> dict[str, Any]:
+def demo_config(
+    state_dir: Path, parts: list[DemoPart], metrics_port: int | None, web_port: int | None = None
+) -> dict[str, Any]:
     return {
         "gateway": {"site": "demo-site", "name": "demo-gw", "state_dir": str(state_dir)},
         "buffer": {"sync": "normal"},
         "metrics": {"enabled": metrics_port is not None, "listen": f"127.0.0.1:{metrics_port or 9108}"},
+        "web": {"enabled": web_port is not None, "listen": f"127.0.0.1:{web_port or 8080}"},
         "sources": [src for part in parts for src in part.sources],
         "sinks": [{"type": "local", "retention": "1d"}],
     }
 
 
-def _free_port() -> int | None:
+def _free_port(preferred: int = 9108) -> int | None:
     import socket
 
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", 9108))
-            return 9108
+            s.bind(("127.0.0.1", preferred))
+            return preferred
         except OSError:
             s.bind(("127.0.0.1", 0))
             return int(s.getsockname()[1])
@@ -79,8 +82,9 @@ def run_demo(args: argparse.Namespace) -> int:
 async def _demo(state_dir: Path, duration: float | None, *, plain: bool) -> int:
     parts = collect_parts(state_dir / "sim")
     metrics_port = _free_port()
+    web_port = _free_port(8080)
     try:
-        config = build_config(demo_config(state_dir, parts, metrics_port), source="<demo config>")
+        config = build_config(demo_config(state_dir, parts, metrics_port, web_port), source="<demo config>")
     except ConfigError as exc:
         print(f"the demo config is invalid (a bug in a demo part):\n{exc}", file=sys.stderr)
         return 2
@@ -97,6 +101,8 @@ async def _demo(state_dir: Path, duration: float | None, *, plain: bool) -> int:
               f"state in {state_dir}")  # fmt: skip
         for part in parts:
             print(f"  - {part.title}" + "".join(f"\n      {note}" for note in part.notes))
+        if daemon.web is not None:
+            print(f"  status page: http://127.0.0.1:{daemon.web.port}/   (open it in a browser)")
         if metrics_port:
             print(f"  metrics: http://127.0.0.1:{metrics_port}/metrics")
         print(f"  query it: gateway query --state-dir {state_dir} --latest   (Ctrl-C stops the demo)\n")

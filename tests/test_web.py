@@ -267,3 +267,49 @@ def test_errors_are_shown_in_plain_words() -> None:
     refused = plain_words("start: ConnectionRefusedError: [Errno 111] Connect call failed")
     assert refused is not None and refused.startswith("connection refused")
     assert plain_words("CRC error") == "CRC error"
+
+
+def _daemon_status(*, sink_state: str, pending: int, oldest_age_s: float, down: list[str]) -> dict[str, object]:
+    import time
+
+    now = time.time_ns()
+    oldest = now - int(oldest_age_s * 1e9)
+    return {
+        "site": "s", "gateway": "g", "version": "1", "started_ns": now - 10**10, "clock_synchronized": True,
+        "sources": {"bus": {"driver": "modbus", "state": "running", "error": None, "restarts": 0, "readings": 5,
+                            "devices_down": down, "down_reasons": {d: "poll: TimeoutError: " for d in down}}},
+        "sinks": {"up": {"type": "influxdb", "state": sink_state, "error": None if sink_state == "ok" else "HTTP 503",
+                         "sent": 100, "dead_lettered": 0, "last_success_ns": now, "url": "https://user:pw@influx"}},
+        "buffer": {"readings": pending, "bytes": 10 * pending, "file_bytes": 4096, "oldest_ts_ns": oldest,
+                   "dropped_oldest_total": 0, "dropped_newest_total": 0, "dead_letters_total": 0,
+                   "sinks": {"up": {"pending": pending, "oldest_pending_ts_ns": oldest,
+                                    "dead_letters": 0}}},
+    }  # fmt: skip
+
+
+def test_view_says_red_with_reasons_during_a_sink_outage_and_a_dead_device() -> None:
+    from gateway.web.view import StatusView
+
+    status = _daemon_status(sink_state="failing", pending=5000, oldest_age_s=600, down=["meter"])
+    view = StatusView(status=lambda: status, history=SeriesHistory())
+    view.tick()
+    data = json.loads(view.payload)
+    assert data["overall"]["state"] == "red"
+    assert "device meter down: no answer in time" in data["overall"]["reasons"]
+    assert "sink up not delivering: HTTP 503" in data["overall"]["reasons"]
+    (device,) = data["sources"][0]["devices"]
+    assert device["state"] == "down" and device["down_since_ns"] is not None and device["availability"] == 0.0
+    (sink,) = data["sinks"]
+    assert sink["backlog"] == 5000 and sink["drain_s"] is None and sink["lag_s"] > 500  # not draining
+    assert b"user:pw" not in view.payload and "url" not in sink  # only listed fields reach the page
+
+
+def test_view_says_a_healthy_sink_with_readings_in_flight_keeps_up() -> None:
+    from gateway.web.view import StatusView
+
+    status = _daemon_status(sink_state="ok", pending=16, oldest_age_s=0.5, down=[])
+    view = StatusView(status=lambda: status, history=SeriesHistory())
+    view.tick()
+    data = json.loads(view.payload)
+    assert data["overall"] == {"state": "green", "reasons": []}
+    assert data["sinks"][0]["drain_s"] == 0.0

@@ -21,14 +21,13 @@ from typing import Any, TypeVar
 import pytest
 from gateway.simulators.modbus.device import devices_from_profiles
 from gateway.simulators.modbus.server import ModbusSimulator
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.by import By
 
 from gateway.config import load_config
 from gateway.daemon import Daemon
 from tests.servers import Mosquitto, free_port
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra: pip install -e '.[test]'")
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")

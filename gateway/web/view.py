@@ -24,6 +24,7 @@ RATE_WINDOW_S = 10.0
 AVAILABILITY_WINDOW_S = 3600
 BACKLOG_AMBER_S = 120.0
 RECENT_S = 600.0
+KEEPING_UP_S = 10.0  # a healthy sink whose oldest pending reading is younger than this keeps up
 BUFFER_SERIES = ("gateway", "buffer", "buffer_depth")
 
 # Python exception names a technician should not have to read.
@@ -227,10 +228,12 @@ class StatusView:
         sent_per_s = self._sent.setdefault(name, _Rate()).add(now, int(s.get("sent", 0)))
         per_sink = ((buffer or {}).get("sinks") or {}).get(name) or {}
         backlog = per_sink.get("pending")
+        oldest = per_sink.get("oldest_pending_ts_ns")
+        lag_s = (time.time_ns() - oldest) / 1e9 if backlog and oldest else 0.0
         drain_s: float | None = None
-        if backlog == 0:
-            drain_s = 0.0
-        elif backlog and sent_per_s is not None:
+        if backlog == 0 or (s.get("state") == "ok" and lag_s < KEEPING_UP_S):
+            drain_s = 0.0  # what is pending is the last few seconds' readings, in flight
+        elif backlog and sent_per_s is not None and s.get("state") == "ok":
             net = sent_per_s - (ingest or 0.0)
             drain_s = backlog / net if net > 0 else None  # None: not draining
         return {
@@ -241,6 +244,7 @@ class StatusView:
             "sent": s.get("sent", 0),
             "sent_per_s": sent_per_s,
             "backlog": backlog,
+            "lag_s": lag_s,
             "drain_s": drain_s,
             "dead_letters": per_sink.get("dead_letters", s.get("dead_lettered", 0)),
             "last_success_ns": s.get("last_success_ns"),

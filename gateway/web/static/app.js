@@ -191,8 +191,8 @@ function renderSinks(st) {
     h("td", {}, h("b", {}, k.name), ` (${k.type})`),
     h("td", {}, h("span", { class: `badge ${STATE_CLASS[k.state] || "grey"}` }, k.state === "ok" ? "delivering" : k.state)),
     h("td", { class: "num" }, k.sent_per_s === null ? "–" : k.sent_per_s.toFixed(1)),
-    h("td", { class: "num" }, k.backlog ?? "–"),
-    h("td", { class: "num" }, k.drain_s === null ? (k.backlog ? "not draining" : "–") : dur(k.drain_s)),
+    h("td", { class: "num" }, k.backlog === null || k.backlog === undefined ? "–" : `${k.backlog}` + (k.lag_s >= 1 ? ` (${dur(k.lag_s)} behind)` : "")),
+    h("td", { class: "num" }, k.drain_s === null ? "not draining" : k.drain_s === 0 ? "keeping up" : dur(k.drain_s)),
     h("td", { class: "num" }, k.dead_letters),
     h("td", { class: k.error ? "err" : "muted" }, k.error || `last delivery ${ago(k.last_success_ns)}`)));
   document.getElementById("sink-body").replaceChildren(h("table", {},
