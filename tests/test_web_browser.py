@@ -238,6 +238,10 @@ async def test_the_page_shows_devices_values_plots_outages_and_a_stopped_daemon(
     sink = '[data-sink="city-broker"]'
     await wait_until(lambda: "failing" in browser.find_element(By.CSS_SELECTOR, sink).text, 15, "the sink failing")
     await wait_until(lambda: "not draining" in browser.find_element(By.CSS_SELECTOR, sink).text, 10, "not draining")
+    backlog = f"{sink} td:nth-child(4)"
+    first = int((await browse(lambda: browser.find_element(By.CSS_SELECTOR, backlog).text)).split()[0])
+    await wait_until(lambda: int(browser.find_element(By.CSS_SELECTOR, backlog).text.split()[0]) >= first + 30,
+                     10, "the sink's backlog growing")  # fmt: skip
     shoot(browser, tmp_path, "3-device-down-and-sink-outage")
 
     # The meter answers again: back to up within the retry backoff (1 s) plus its interval plus 2 s.

@@ -81,11 +81,12 @@ class _Rate:
     def __init__(self) -> None:
         self.samples: deque[tuple[float, int]] = deque()
 
-    def add(self, t: float, total: int) -> float | None:
+    def add(self, t: float, total: int, *, latest_only: bool = False) -> float | None:
+        """The rate over the window, or over the last second only (a sink that just failed sends nothing now)."""
         self.samples.append((t, total))
         while len(self.samples) > 2 and t - self.samples[0][0] > RATE_WINDOW_S:
             self.samples.popleft()
-        (t0, v0), (t1, v1) = self.samples[0], self.samples[-1]
+        (t0, v0), (t1, v1) = self.samples[-2 if latest_only and len(self.samples) > 1 else 0], self.samples[-1]
         return (v1 - v0) / (t1 - t0) if t1 > t0 else None
 
 
@@ -225,7 +226,9 @@ class StatusView:
     def _sink(
         self, name: str, s: dict[str, Any], buffer: dict[str, Any] | None, ingest: float | None, now: float
     ) -> dict[str, Any]:
-        sent_per_s = self._sent.setdefault(name, _Rate()).add(now, int(s.get("sent", 0)))
+        sent_per_s = self._sent.setdefault(name, _Rate()).add(
+            now, int(s.get("sent", 0)), latest_only=s.get("state") != "ok"
+        )
         per_sink = ((buffer or {}).get("sinks") or {}).get(name) or {}
         backlog = per_sink.get("pending")
         oldest = per_sink.get("oldest_pending_ts_ns")
