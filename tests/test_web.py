@@ -313,3 +313,22 @@ def test_view_says_a_healthy_sink_with_readings_in_flight_keeps_up() -> None:
     data = json.loads(view.payload)
     assert data["overall"] == {"state": "green", "reasons": []}
     assert data["sinks"][0]["drain_s"] == 0.0
+
+
+async def test_malformed_or_oversized_requests_get_400_and_the_server_goes_on(daemon_on: tuple[Daemon, int]) -> None:
+    _, port = daemon_on
+
+    async def raw(data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(data)
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        return answer
+
+    assert (await raw(b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    assert (await raw(b"GET / SPDY/9\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    assert (await raw(b"GET / HTTP/1.1\r\nX: " + b"a" * 10_000 + b"\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    assert (await http(port, "GET", "/api/status"))[0] == 200
+    code, _, body = await http(port, "GET", "/../../etc/passwd")
+    assert code == 404 and b"root:" not in body
