@@ -62,6 +62,9 @@ function num(v) {
 }
 function bytes(n) { return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`; }
 function pct(r) { return r === null || r === undefined ? "–" : `${(r * 100).toFixed(r < 1 && r > 0.99 ? 1 : 0)} %`; }
+// SenML unit names as a technician writes them.
+const UNIT = { Cel: "°C", "ug/m3": "µg/m³", "/": "", "%RH": "% RH", m3: "m³", "m3/h": "m³/h", deg: "°", lon: "° lon", lat: "° lat" };
+function unit(u) { return u in UNIT ? UNIT[u] : u; }
 const STATE_CLASS = { up: "green", running: "green", ok: "green", down: "red", failing: "red", restarting: "amber" };
 
 // --- charts -----------------------------------------------------------------
@@ -111,7 +114,7 @@ function bigPlot(data, range) {
 async function openPlot(series, range) {
   plotting = { ...series, range: range || (plotting && plotting.id === series.id ? plotting.range : 3600) };
   const to = Date.now() * 1e6, from = to - plotting.range * 1e9;
-  document.getElementById("modal-title").textContent = `${series.device} · ${series.quantity} (${series.unit})`;
+  document.getElementById("modal-title").textContent = `${series.device} · ${series.quantity} (${unit(series.unit)})`;
   for (const b of document.querySelectorAll("#zoom button")) b.classList.toggle("on", Number(b.dataset.range) === plotting.range);
   document.getElementById("modal").hidden = false;
   const q = new URLSearchParams({ source: series.source, device: series.device, quantity: series.quantity, from, to });
@@ -168,7 +171,7 @@ function renderDevice(src, dev) {
                         onclick: () => openPlot(item), onkeydown: (e) => { if (e.key === "Enter") openPlot(item); } },
         h("span", { class: "name" }, q.quantity),
         sparkline(q.id),
-        h("span", {}, h("span", { class: `val ${q.quality === "good" ? "" : "t-amber"}` }, num(q.value)), ` ${q.unit}`,
+        h("span", {}, h("span", { class: `val ${q.quality === "good" ? "" : "t-amber"}` }, num(q.value)), ` ${unit(q.unit)}`,
           q.quality === "good" ? null : h("span", { class: "t-amber" }, ` (${q.quality})`)),
         h("span", { class: "age" }, ago(q.ts_ns)));
     })));
