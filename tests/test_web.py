@@ -332,3 +332,20 @@ async def test_malformed_or_oversized_requests_get_400_and_the_server_goes_on(da
     assert (await http(port, "GET", "/api/status"))[0] == 200
     code, _, body = await http(port, "GET", "/../../etc/passwd")
     assert code == 404 and b"root:" not in body
+
+
+def test_history_memory_is_capped_and_series_beyond_it_keep_their_last_value(caplog: pytest.LogCaptureFixture) -> None:
+    per_series = 16 * (361 + 720)
+    history = SeriesHistory(step_s=10.0, max_bytes=3 * per_series)
+    observe = history.observer("src")
+    t0 = 1_700_000_000 * 10**9
+    for second in range(3):
+        observe([_reading(f"dev{i}", "voltage", float(i), t0 + second * 10**9) for i in range(5)])
+        history.sample()
+    assert history.ring_bytes == history.nbytes() == 3 * per_series
+    assert history.series_without_rings == 2
+    assert sum("in-memory history is full" in r.message for r in caplog.records) == 1  # logged once
+    assert history.points(("src", "dev4", "voltage"), t0, t0 + 10**10) == []
+    assert [r.value for _, r in history.latest()] == [0.0, 1.0, 2.0, 3.0, 4.0]  # still on the page
+    history.forget_source("src")
+    assert history.ring_bytes == 0 and history.series() == []

@@ -16,6 +16,7 @@ the reading rate. Text values keep only their last reading, no ring.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from array import array
@@ -24,7 +25,10 @@ from dataclasses import dataclass, field
 
 from gateway.model import Reading
 
+log = logging.getLogger("gateway.web")
+
 HOUR_NS = 3600 * 10**9
+MAX_RING_BYTES = 16 * 1024**2  # ~970 series with the defaults; a site with more sees the rest without plots
 DAY_STEP_S = 120.0
 DAY_POINTS = 720
 
@@ -71,11 +75,22 @@ class Series:
     hour: Ring | None = None
     day: Ring | None = None
     sampled: Reading | None = field(default=None, repr=False)
+    capped: bool = False  # no rings: the history was full when it appeared
 
 
 class SeriesHistory:
-    def __init__(self, *, step_s: float = 10.0, day_step_s: float = DAY_STEP_S, day_points: int = DAY_POINTS) -> None:
+    def __init__(
+        self,
+        *,
+        step_s: float = 10.0,
+        day_step_s: float = DAY_STEP_S,
+        day_points: int = DAY_POINTS,
+        max_bytes: int = MAX_RING_BYTES,
+    ) -> None:
         self.step_s = step_s
+        self.max_bytes = max_bytes
+        self.ring_bytes = 0
+        self.series_without_rings = 0  # over max_bytes: last value only (logged once, shown in the status)
         self.hour_points = math.ceil(3600 / step_s) + 1  # + 1: a full hour whatever the phase of the step
         self.day_step_s = day_step_s
         self.day_points = day_points
@@ -96,10 +111,12 @@ class SeriesHistory:
         return observe
 
     def forget_source(self, source: str) -> None:
-        """A source removed by a reload: its series leave the page."""
+        """A source removed by a reload: its series leave the page and give their memory back."""
         self._latest.pop(source, None)
         for key in [k for k in self._series if k[0] == source]:
-            del self._series[key]
+            series = self._series.pop(key)
+            if series.hour is not None:
+                self.ring_bytes -= 16 * (self.hour_points + self.day_points)
 
     def sample(self, now_ns: int | None = None) -> None:
         """Copy each series' newest value into its rings (called about once a second)."""
@@ -126,10 +143,30 @@ class SeriesHistory:
 
     def _put(self, series: Series, ts_ns: int, value: float) -> None:
         if series.hour is None or series.day is None:
-            series.hour = Ring(self.step_s, self.hour_points)
-            series.day = Ring(self.day_step_s, self.day_points)
+            if not self._allocate(series):
+                return
+            assert series.hour is not None and series.day is not None
         series.hour.put(ts_ns, value)
         series.day.put(ts_ns, value)
+
+    def _allocate(self, series: Series) -> bool:
+        if series.capped:
+            return False
+        cost = 16 * (self.hour_points + self.day_points)
+        if self.ring_bytes + cost > self.max_bytes:
+            if self.series_without_rings == 0:
+                log.warning(
+                    "status page: the in-memory history is full (%d MB); %s/%s/%s and any further series show "
+                    "their last value without a plot (the local store, if configured, still has them all)",
+                    self.max_bytes // 1024**2, series.source, series.device, series.quantity,
+                )  # fmt: skip
+            self.series_without_rings += 1
+            series.capped = True
+            return False
+        series.hour = Ring(self.step_s, self.hour_points)
+        series.day = Ring(self.day_step_s, self.day_points)
+        self.ring_bytes += cost
+        return True
 
     def latest(self) -> Iterator[tuple[str, Reading]]:
         for source, latest in self._latest.items():

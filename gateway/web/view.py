@@ -132,6 +132,7 @@ class StatusView:
             "uptime_s": (now_ns - int(status.get("started_ns") or now_ns)) / 1e9,
             "clock_synchronized": status.get("clock_synchronized"),
             "ingest_per_s": ingest,
+            "history": {"bytes": self.history.ring_bytes, "series_without_plot": self.history.series_without_rings},
             "sources": sources,
             "buffer": self._buffer(buffer, now_ns, now),
             "sinks": sinks,
