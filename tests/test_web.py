@@ -349,3 +349,17 @@ def test_history_memory_is_capped_and_series_beyond_it_keep_their_last_value(cap
     assert [r.value for _, r in history.latest()] == [0.0, 1.0, 2.0, 3.0, 4.0]  # still on the page
     history.forget_source("src")
     assert history.ring_bytes == 0 and history.series() == []
+
+
+async def test_a_reload_that_removes_a_source_removes_it_from_the_page(daemon_on: tuple[Daemon, int]) -> None:
+    daemon, port = daemon_on
+    assert daemon.config.path is not None
+    text = daemon.config.path.read_text()
+    other = '[[sources]]\ndriver = "simulated"\nname = "harbour"\ninterval = "200ms"\ndevices = [{ name = "quay" }]\n'
+    daemon.config.path.write_text(text.split("[[sources]]")[0] + other + "[[sinks]]" + text.split("[[sinks]]", 1)[1])
+    assert await daemon.reload()
+    await wait_for(lambda: b'"quay"' in daemon.web.view.payload if daemon.web else False)
+    status = json.loads((await http(port, "GET", "/api/status"))[2])
+    assert [s["name"] for s in status["sources"]] == ["harbour"]
+    series = json.loads((await http(port, "GET", "/api/series"))[2])["series"]
+    assert not any(s["source"] == "street" for s in series)
