@@ -168,10 +168,11 @@ class SeriesHistory:
         self.ring_bytes += cost
         return True
 
-    def latest(self) -> Iterator[tuple[str, Reading]]:
-        for source, latest in self._latest.items():
+    def latest(self, source: str | None = None) -> Iterator[tuple[str, Reading]]:
+        """The newest reading of every series (of one source)."""
+        for name, latest in self._latest.items() if source is None else ((source, self._latest.get(source, {})),):
             for r in latest.values():
-                yield source, r
+                yield name, r
 
     def series(self) -> list[Series]:
         return list(self._series.values())

@@ -143,16 +143,15 @@ class StatusView:
 
     def _source(self, name: str, s: dict[str, Any], now_ns: int) -> dict[str, Any]:
         devices: dict[str, list[dict[str, Any]]] = {}
-        for source, r in self.history.latest():
-            if source == name:
-                devices.setdefault(r.device, []).append({
-                    "id": f"{name}/{r.device}/{r.quantity}",
-                    "quantity": r.quantity,
-                    "unit": r.unit,
-                    "value": r.value,
-                    "ts_ns": r.ts_ns,
-                    "quality": r.quality.name.lower(),
-                })  # fmt: skip
+        for _, r in self.history.latest(name):
+            devices.setdefault(r.device, []).append({
+                "id": f"{name}/{r.device}/{r.quantity}",
+                "quantity": r.quantity,
+                "unit": r.unit,
+                "value": r.value,
+                "ts_ns": r.ts_ns,
+                "quality": r.quality.name.lower(),
+            })  # fmt: skip
         down = set(s.get("devices_down") or ())
         reasons = s.get("down_reasons") or {}
         for d in down:
