@@ -1,10 +1,10 @@
 """A tiny read-only HTTP/1.1 server on ``asyncio.start_server``.
 
 Why not aiohttp.web (installed already, with influxdb-client[async]): importing
-it costs 11.4 MB of RSS in a daemon whose sinks do not load aiohttp (the
+it costs 11.1-11.4 MB of RSS in a daemon whose sinks do not load aiohttp (the
 default local-store setup), measured by bench/bench_web.py, and the page's
 budget is 5 MB. The page needs GET of a handful of paths, keep-alive and Basic
-auth; this is that, in about 150 lines, and nothing else: GET and HEAD only
+auth; this is that, in under 200 lines, and nothing else: GET and HEAD only
 (anything else is 405), bounded request heads, a bounded number of connections,
 an idle timeout.
 """
