@@ -136,6 +136,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  {len(config.sources)} source(s): " + ", ".join(f"{n} {d}" for d, n in sorted(drivers.items())))
     print("  sinks: " + ", ".join(f"{s.config.sink_name} ({s.config.type})" for s in config.sinks))
     print(f"  buffer: {config.buffer_path} (max {config.base.buffer.max_bytes} bytes, {config.base.buffer.overflow})")
+    from gateway.web import describe
+
+    print(f"  status page: {describe(config.base.web)}")
     return EXIT_OK
 
 

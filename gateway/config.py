@@ -9,6 +9,7 @@ allowed: 'int16', 'uint16', ...``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from gateway import config_checks, plugins
 from gateway.config_messages import ConfigProblem, key_path, problems_from_validation
@@ -76,6 +77,39 @@ class MetricsSection(_Section):
     )
 
 
+class WebSection(_Section):
+    """The status page and its JSON API (gateway/web/, docs/web.md), served by the daemon itself."""
+
+    enabled: bool = True
+    password_file: Path | None = Field(
+        default=None,
+        description="required unless listen is on loopback; relative paths are under $CREDENTIALS_DIRECTORY",
+    )
+    listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^\s:]*:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
+    history_step: Duration = Field(default=10.0, ge=1, le=60, description="one in-memory point per series per step")
+
+    @field_validator("listen")
+    @classmethod
+    def _auth_off_loopback(cls, listen: str, info: ValidationInfo) -> str:
+        # The page shows the site's devices and errors: only the box itself may read it without a password.
+        if info.data.get("enabled", True) and info.data.get("password_file") is None and not is_loopback(listen):
+            raise ValueError(
+                f"{listen!r} is reachable from the network, so the page needs a password: set web.password_file "
+                "(a file, or a systemd credential, holding it; never inline) or listen on 127.0.0.1"
+            )
+        return listen
+
+
+def is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "", "0.0.0.0" is an address, a host name may resolve anywhere
+
+
 class LogSection(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -84,6 +118,7 @@ class GatewayConfig(_Section):
     gateway: GatewaySection = Field(default_factory=GatewaySection)
     buffer: BufferSection = Field(default_factory=BufferSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    web: WebSection = Field(default_factory=WebSection)
     log: LogSection = Field(default_factory=LogSection)
     sources: list[dict[str, Any]] = Field(default_factory=list)
     sinks: list[dict[str, Any]] = Field(default_factory=list)

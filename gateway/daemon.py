@@ -31,6 +31,8 @@ from gateway.metrics import Metrics
 from gateway.sdnotify import Notifier
 from gateway.sink import Sink
 from gateway.supervisor import SourceSupervisor
+from gateway.web.history import SeriesHistory
+from gateway.web.server import WebServer, start_web
 from gateway.writer import BufferWriter
 
 log = logging.getLogger("gateway.daemon")
@@ -48,11 +50,15 @@ class Daemon:
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
         serve_metrics: bool = True,
+        serve_web: bool | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
         self.serve_metrics = serve_metrics
+        self.serve_web = serve_metrics if serve_web is None else serve_web  # tests that serve no metrics: no page
+        self.history = SeriesHistory(step_s=config.base.web.history_step)  # the status page's recent values
+        self.web: WebServer | None = None
         self.buffer: AsyncBuffer | None = None
         self.writer: BufferWriter | None = None
         self.supervisors: dict[str, SourceSupervisor] = {}
@@ -130,6 +136,9 @@ class Daemon:
         self._writer_task = asyncio.create_task(self.writer.run(), name="buffer-writer")
         await self._start_sinks()
         self._start_sources()
+        if self.serve_web:
+            self.web = await start_web(config=self.config, status=self.status, history=self.history,
+                                       metrics=self.metrics)  # fmt: skip
 
     async def _start_sinks(self) -> None:
         assert self.buffer is not None
@@ -161,6 +170,7 @@ class Daemon:
                 metrics=self.metrics,
             )
             self.supervisors[loaded.config.name] = supervisor
+            supervisor.normaliser.observer = self.history.observer(loaded.config.name)
             self._source_tasks[loaded.config.name] = asyncio.create_task(
                 supervisor.run(), name=f"source:{loaded.config.name}"
             )
@@ -187,6 +197,9 @@ class Daemon:
                 await self._write_status()
             await self.buffer.close()
             self.buffer = None
+        if self.web is not None:
+            await self.web.close()
+            self.web = None
         log.info("gateway stopped")
 
     async def _drain_for(self, seconds: float) -> None:
@@ -281,16 +294,19 @@ class Daemon:
         for what, before, after in (
             ("buffer", old.buffer, new.base.buffer),
             ("metrics", old.metrics, new.base.metrics),
+            ("web", old.web, new.base.web),
             ("gateway.state_dir", old.gateway.state_dir, new.base.gateway.state_dir),
         ):
             if before != after:
                 log.warning("%s settings changed: they take effect at the next restart, not on reload", what)
         # Keep the running buffer and metrics settings; swap sources and sinks.
         merged = new.base.model_copy(
-            update={"buffer": old.buffer, "metrics": old.metrics,
+            update={"buffer": old.buffer, "metrics": old.metrics, "web": old.web,
                     "gateway": new.base.gateway.model_copy(update={"state_dir": old.gateway.state_dir})}
         )  # fmt: skip
         await self._stop_sources()
+        for name in {s.config.name for s in self.config.sources} - {s.config.name for s in new.sources}:
+            self.history.forget_source(name)
         assert self.writer is not None
         await self.writer.flush()
         await self._stop_sinks()

@@ -50,23 +50,26 @@ def collect_parts(workdir: Path) -> list[DemoPart]:
     return parts
 
 
-def demo_config(state_dir: Path, parts: list[DemoPart], metrics_port: int | None) -> dict[str, Any]:
+def demo_config(
+    state_dir: Path, parts: list[DemoPart], metrics_port: int | None, web_port: int | None = None
+) -> dict[str, Any]:
     return {
         "gateway": {"site": "demo-site", "name": "demo-gw", "state_dir": str(state_dir)},
         "buffer": {"sync": "normal"},
         "metrics": {"enabled": metrics_port is not None, "listen": f"127.0.0.1:{metrics_port or 9108}"},
+        "web": {"enabled": web_port is not None, "listen": f"127.0.0.1:{web_port or 8080}"},
         "sources": [src for part in parts for src in part.sources],
         "sinks": [{"type": "local", "retention": "1d"}],
     }
 
 
-def _free_port() -> int | None:
+def _free_port(preferred: int = 9108) -> int | None:
     import socket
 
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", 9108))
-            return 9108
+            s.bind(("127.0.0.1", preferred))
+            return preferred
         except OSError:
             s.bind(("127.0.0.1", 0))
             return int(s.getsockname()[1])
@@ -99,10 +102,20 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"demo state removed ({state_dir}); --keep keeps it")
 
 
-def banner(state_dir: Path, parts: list[DemoPart], n_sources: int, metrics_port: int | None, *, keep: bool) -> str:
+def banner(
+    state_dir: Path,
+    parts: list[DemoPart],
+    n_sources: int,
+    metrics_port: int | None,
+    *,
+    web_port: int | None = None,
+    keep: bool,
+) -> str:
     lines = [f"gateway demo: {n_sources} sources from {len(parts)} simulated families; state in {state_dir}"]
     for part in parts:
         lines.append(f"  - {part.title}" + "".join(f"\n      {note}" for note in part.notes))
+    if web_port:
+        lines.append(f"  status page: http://127.0.0.1:{web_port}/   (open it in a browser)")
     if metrics_port:
         lines.append(f"  metrics: http://127.0.0.1:{metrics_port}/metrics")
     after = "" if keep else " (while it runs; --keep keeps the state after)"
@@ -114,8 +127,9 @@ def banner(state_dir: Path, parts: list[DemoPart], n_sources: int, metrics_port:
 async def _demo(state_dir: Path, duration: float | None, *, plain: bool, keep: bool = True) -> int:
     parts = collect_parts(state_dir / "sim")
     metrics_port = _free_port()
+    web_port = _free_port(8080)
     try:
-        config = build_config(demo_config(state_dir, parts, metrics_port), source="<demo config>")
+        config = build_config(demo_config(state_dir, parts, metrics_port, web_port), source="<demo config>")
     except ConfigError as exc:
         print(f"the demo config is invalid (a bug in a demo part):\n{exc}", file=sys.stderr)
         return 2
@@ -128,7 +142,7 @@ async def _demo(state_dir: Path, duration: float | None, *, plain: bool, keep: b
         daemon = Daemon(config)
         task = asyncio.create_task(daemon.run(), name="daemon")
         await daemon.ready.wait()
-        top = banner(state_dir, parts, len(config.sources), metrics_port, keep=keep)
+        top = banner(state_dir, parts, len(config.sources), metrics_port, web_port=daemon.web.port if daemon.web else None, keep=keep)
         # Appended output shows the banner once; a refreshed screen redraws it on top every time.
         sys.stdout.write(top if plain else CLEAR + top)
         sys.stdout.flush()

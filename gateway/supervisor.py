@@ -198,5 +198,6 @@ class SourceSupervisor:
                 else {}
             ),
             "devices_down": sorted(self.ctx._down),
+            "down_reasons": dict(self.ctx._down),  # device -> why, for the status page
             **({"detail": driver_status} if driver_status else {}),
         }

@@ -75,6 +75,7 @@ def test_demo_runs_and_shows_live_readings(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "latest readings" in result.stdout
     assert "park-weather" in result.stdout and "temperature" in result.stdout
+    assert "status page: http://127.0.0.1:" in result.stdout  # the banner points the technician at the page
     # The data stays queryable afterwards.
     q = gateway("query", "--state-dir", str(state), "--latest", "--format", "json")
     assert q.returncode == 0, q.stderr

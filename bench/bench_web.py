@@ -1,0 +1,162 @@
+"""What the status page costs: RSS, CPU per request, and the hot-path cost of feeding its history.
+
+    .venv/bin/python bench/bench_web.py [--seconds 20] [--series 100]
+
+1. Import cost: RSS growth of importing aiohttp.web vs gateway.web.server, in a
+   process that already has the daemon and the local sink loaded (why the page
+   has its own small HTTP server).
+2. A real daemon (``gateway run``) with ``--series`` simulated series at 1 Hz and the
+   local store, run twice: page off, then page on with a client that behaves like
+   an open page (status every second, sparklines every 5 s). Prints the RSS of
+   each after ``--seconds``, and the daemon's CPU per request for a burst of
+   status requests (from /proc/<pid>/stat, minus the idle CPU of the same time).
+3. The normaliser with and without the history observer, per reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def import_cost(module: str) -> int:
+    code = (
+        # The daemon's modules but the page's (gateway.daemon imports gateway.web.server).
+        "import gateway.supervisor, gateway.dispatch, gateway.writer, gateway.buffer, gateway.sinks.local\n"
+        "def rss():\n"
+        "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
+        f"a = rss(); import {module}; print(rss() - a)"
+    )
+    return int(subprocess.check_output([sys.executable, "-c", code], text=True))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(state: Path, port: int, series: int, web: bool) -> str:
+    devices = ", ".join(f'{{ name = "meter-{i}", kind = "energy" }}' for i in range(series // 4))
+    return (
+        f'[gateway]\nsite = "bench"\nname = "gw"\nstate_dir = "{state}"\n[buffer]\nsync = "normal"\n'
+        f'[metrics]\nenabled = false\n[web]\nenabled = {"true" if web else "false"}\nlisten = "127.0.0.1:{port}"\n'
+        f'[[sources]]\ndriver = "simulated"\nname = "sim"\ninterval = "1s"\ndevices = [{devices}]\n'
+        '[[sinks]]\ntype = "local"\n'
+    )
+
+
+def get(conn: http.client.HTTPConnection, path: str) -> int:
+    conn.request("GET", path)
+    answer = conn.getresponse()
+    return len(answer.read())
+
+
+def run_daemon(series: int, seconds: float, web: bool) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        path = Path(tmp) / "gw.toml"
+        path.write_text(config(Path(tmp) / "state", port, series, web))
+        gateway = Path(sys.executable).with_name("gateway")
+        proc = subprocess.Popen([str(gateway), "run", "-c", str(path)], stderr=subprocess.DEVNULL)
+        out: dict[str, float] = {}
+        try:
+            time.sleep(3)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5) if web else None
+            c_start, t_start = cpu_s(proc.pid), time.monotonic()
+            deadline = time.monotonic() + seconds
+            status_bytes = spark_bytes = 0
+            next_spark = 0.0
+            while time.monotonic() < deadline:  # an open page: status every second, sparklines every 5 s
+                if conn is not None:
+                    status_bytes = get(conn, "/api/status")
+                    if time.monotonic() >= next_spark:
+                        spark_bytes = get(conn, "/api/sparklines")
+                        next_spark = time.monotonic() + 5
+                time.sleep(1)
+            out["rss_kb"] = rss_kb(proc.pid)
+            out["cpu_pct"] = (cpu_s(proc.pid) - c_start) / (time.monotonic() - t_start) * 100
+            if conn is not None:
+                out["status_bytes"], out["sparklines_bytes"] = status_bytes, spark_bytes
+                idle0 = cpu_s(proc.pid)
+                time.sleep(2)
+                idle_per_s = (cpu_s(proc.pid) - idle0) / 2
+                for path_, n in (("/api/status", 200), ("/api/sparklines", 50), ("/", 200)):
+                    c0, t0 = cpu_s(proc.pid), time.monotonic()
+                    for _ in range(n):
+                        get(conn, path_)
+                    wall = time.monotonic() - t0
+                    out[f"cpu_ms_per {path_}"] = max(0.0, (cpu_s(proc.pid) - c0 - idle_per_s * wall)) / n * 1e3
+                conn.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        return out
+
+
+def hot_path(n: int = 200_000) -> tuple[float, float]:
+    from gateway.model import Quality, make_reading
+    from gateway.normalise import Normaliser
+    from gateway.web.history import SeriesHistory
+
+    readings = [
+        make_reading(i, "s", "g", f"dev-{i % 25}", "voltage", 230.0, "V", {}, Quality.GOOD) for i in range(1000)
+    ]
+    results = []
+    for observe in (False, True):
+        normaliser = Normaliser(driver="d", source="src", source_tags={}, metrics=None)
+        if observe:
+            normaliser.observer = SeriesHistory().observer("src")
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(n // len(readings)):
+                normaliser.normalise(readings)
+            best = min(best, (time.perf_counter() - t0) / n)
+        results.append(best * 1e9)
+    return results[0], results[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--series", type=int, default=100)
+    args = parser.parse_args()
+    print(f"import aiohttp.web          : +{import_cost('aiohttp.web') / 1024:.1f} MB RSS")
+    print(f"import gateway.web.server   : +{import_cost('gateway.web.server') / 1024:.1f} MB RSS")
+    off = run_daemon(args.series, args.seconds, web=False)
+    on = run_daemon(args.series, args.seconds, web=True)
+    print(f"daemon, {args.series} series, page off: RSS {off['rss_kb'] / 1024:.1f} MB, CPU {off['cpu_pct']:.1f} %")
+    print(f"daemon, {args.series} series, page on and open {args.seconds:.0f} s: RSS {on['rss_kb'] / 1024:.1f} MB "
+          f"(+{(on['rss_kb'] - off['rss_kb']) / 1024:.1f} MB), CPU {on['cpu_pct']:.1f} %")  # fmt: skip
+    print(f"  /api/status {on['status_bytes'] / 1024:.1f} KB, /api/sparklines {on['sparklines_bytes'] / 1024:.1f} KB")
+    for key, value in on.items():
+        if key.startswith("cpu_ms_per"):
+            print(f"  CPU per request {key.split(' ', 1)[1]:16s}: {value:.2f} ms")
+    without, with_ = hot_path()
+    print(f"normaliser per reading: {without:.0f} ns without the history observer, {with_:.0f} ns with it")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Recent values for the status page: the last reading of every series and two bounded rings of points.
+
+Fed by the normaliser of each source (``SeriesHistory.observer``): on the hot
+path a reading costs one dict store (the newest reading of its series wins), so
+the pipeline's ~60k readings/s do not notice it (bench/bench_web.py measures it).
+Once a second ``sample()`` copies each series' newest value into its rings:
+
+- the hour ring: one point per ``step_s`` (default 10 s, 360 points for an hour);
+- the day ring: one point per 2 minutes, 720 points for 24 hours.
+
+A point is the last value of its step, stamped with the step's start. A ring is
+two preallocated arrays (bucket number, value): 16 bytes a point, so a numeric
+series costs about 17 KB with the defaults and 100 series under 2 MB, whatever
+the reading rate. Text values keep only their last reading, no ring.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from gateway.model import Reading
+
+log = logging.getLogger("gateway.web")
+
+HOUR_NS = 3600 * 10**9
+MAX_RING_BYTES = 16 * 1024**2  # ~970 series with the defaults; a site with more sees the rest without plots
+DAY_STEP_S = 120.0
+DAY_POINTS = 720
+
+SeriesKey = tuple[str, str, str]  # source, device, quantity
+
+
+class Ring:
+    """A fixed-size ring of (step start, value), one slot per step; a newer step overwrites an older one."""
+
+    __slots__ = ("buckets", "size", "step_ns", "values")
+
+    def __init__(self, step_s: float, size: int) -> None:
+        self.step_ns = round(step_s * 1e9)
+        self.size = size
+        self.buckets = array("q", [-1]) * size
+        self.values = array("d", [math.nan]) * size
+
+    def put(self, ts_ns: int, value: float) -> None:
+        bucket = ts_ns // self.step_ns
+        slot = bucket % self.size
+        if bucket >= self.buckets[slot]:  # a late reading never overwrites a newer step
+            self.buckets[slot] = bucket
+            self.values[slot] = value
+
+    def points(self, from_ns: int, to_ns: int) -> list[tuple[int, float]]:
+        lo, hi = from_ns // self.step_ns, to_ns // self.step_ns
+        found = sorted((b, v) for b, v in zip(self.buckets, self.values, strict=True) if lo <= b <= hi)
+        return [(b * self.step_ns, v) for b, v in found]
+
+    @property
+    def span_ns(self) -> int:
+        return self.step_ns * self.size
+
+    def nbytes(self) -> int:
+        return self.buckets.itemsize * self.size + self.values.itemsize * self.size
+
+
+@dataclass(slots=True)
+class Series:
+    source: str
+    device: str
+    quantity: str
+    unit: str = ""
+    hour: Ring | None = None
+    day: Ring | None = None
+    sampled: Reading | None = field(default=None, repr=False)
+    capped: bool = False  # no rings: the history was full when it appeared
+
+
+class SeriesHistory:
+    def __init__(
+        self,
+        *,
+        step_s: float = 10.0,
+        day_step_s: float = DAY_STEP_S,
+        day_points: int = DAY_POINTS,
+        max_bytes: int = MAX_RING_BYTES,
+    ) -> None:
+        self.step_s = step_s
+        self.max_bytes = max_bytes
+        self.ring_bytes = 0
+        self.series_without_rings = 0  # over max_bytes: last value only (logged once, shown in the status)
+        self.hour_points = math.ceil(3600 / step_s) + 1  # + 1: a full hour whatever the phase of the step
+        self.day_step_s = day_step_s
+        self.day_points = day_points
+        # source -> (device, quantity) -> newest reading; written on the hot path.
+        self._latest: dict[str, dict[tuple[str, str], Reading]] = {}
+        self._series: dict[SeriesKey, Series] = {}
+        self.observed_total = 0  # readings seen, for the ingest rate
+
+    def observer(self, source: str) -> Callable[[Sequence[Reading]], None]:
+        """The hook for one source's normaliser: keeps the newest reading of each series."""
+        latest = self._latest.setdefault(source, {})
+
+        def observe(readings: Sequence[Reading]) -> None:
+            for r in readings:
+                latest[(r.device, r.quantity)] = r
+            self.observed_total += len(readings)
+
+        return observe
+
+    def forget_source(self, source: str) -> None:
+        """A source removed by a reload: its series leave the page and give their memory back."""
+        self._latest.pop(source, None)
+        for key in [k for k in self._series if k[0] == source]:
+            series = self._series.pop(key)
+            if series.hour is not None:
+                self.ring_bytes -= 16 * (self.hour_points + self.day_points)
+
+    def sample(self, now_ns: int | None = None) -> None:
+        """Copy each series' newest value into its rings (called about once a second)."""
+        for source, latest in self._latest.items():
+            for (device, quantity), r in list(latest.items()):
+                key = (source, device, quantity)
+                series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = Series(source, device, quantity, r.unit)
+                if r is series.sampled:
+                    continue
+                series.sampled = r
+                series.unit = r.unit
+                value = r.value
+                if isinstance(value, bool | int | float) and math.isfinite(float(value)):
+                    self._put(series, r.ts_ns, float(value))
+
+    def record(self, key: SeriesKey, unit: str, value: float, ts_ns: int | None = None) -> None:
+        """A gateway's own series (e.g. the buffer depth), sampled by the caller."""
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = Series(*key, unit=unit)
+        self._put(series, time.time_ns() if ts_ns is None else ts_ns, value)
+
+    def _put(self, series: Series, ts_ns: int, value: float) -> None:
+        if series.hour is None or series.day is None:
+            if not self._allocate(series):
+                return
+            assert series.hour is not None and series.day is not None
+        series.hour.put(ts_ns, value)
+        series.day.put(ts_ns, value)
+
+    def _allocate(self, series: Series) -> bool:
+        if series.capped:
+            return False
+        cost = 16 * (self.hour_points + self.day_points)
+        if self.ring_bytes + cost > self.max_bytes:
+            if self.series_without_rings == 0:
+                log.warning(
+                    "status page: the in-memory history is full (%d MB); %s/%s/%s and any further series show "
+                    "their last value without a plot (the local store, if configured, still has them all)",
+                    self.max_bytes // 1024**2, series.source, series.device, series.quantity,
+                )  # fmt: skip
+            self.series_without_rings += 1
+            series.capped = True
+            return False
+        series.hour = Ring(self.step_s, self.hour_points)
+        series.day = Ring(self.day_step_s, self.day_points)
+        self.ring_bytes += cost
+        return True
+
+    def latest(self, source: str | None = None) -> Iterator[tuple[str, Reading]]:
+        """The newest reading of every series (of one source)."""
+        for name, latest in self._latest.items() if source is None else ((source, self._latest.get(source, {})),):
+            for r in latest.values():
+                yield name, r
+
+    def series(self) -> list[Series]:
+        return list(self._series.values())
+
+    def get(self, key: SeriesKey) -> Series | None:
+        return self._series.get(key)
+
+    def points(self, key: SeriesKey, from_ns: int, to_ns: int) -> list[tuple[int, float]]:
+        """The finest ring that covers ``from_ns``; empty for an unknown or text series."""
+        series = self._series.get(key)
+        if series is None or series.hour is None or series.day is None:
+            return []
+        ring = series.hour if to_ns - from_ns <= series.hour.span_ns - series.hour.step_ns else series.day
+        return ring.points(from_ns, to_ns)
+
+    def nbytes(self) -> int:
+        """Bytes held by the rings (the documented bound)."""
+        return sum(s.hour.nbytes() + s.day.nbytes() for s in self._series.values() if s.hour and s.day)

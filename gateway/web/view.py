@@ -1,0 +1,293 @@
+"""What the status page shows, computed once a second from the daemon's status and the history.
+
+The daemon's ``status()`` says what is true now (source and sink states, buffer
+stats); this adds what needs memory of the last seconds: since when a device is
+down, its availability over the last hour, sent/s and time to drain of each
+sink, poll latency, and the overall green / amber / red with its reasons.
+The JSON is built once per tick and served as bytes, so a client polling every
+2 s costs a memcpy, not a rebuild. Only listed fields are copied from the
+daemon's status: a sink's own status (URLs, paths) never reaches the page.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from gateway.web.history import SeriesHistory
+
+API_VERSION = 1
+RATE_WINDOW_S = 10.0
+AVAILABILITY_WINDOW_S = 3600
+BACKLOG_AMBER_S = 120.0
+RECENT_S = 600.0
+KEEPING_UP_S = 10.0  # a healthy sink whose oldest pending reading is younger than this keeps up
+BUFFER_SERIES = ("gateway", "buffer", "buffer_depth")
+
+# Python exception names a technician should not have to read.
+_PLAIN = (
+    ("TimeoutError", "no answer in time"),
+    ("ConnectionRefusedError", "connection refused (is the device or converter powered and reachable?)"),
+    ("ConnectionResetError", "connection dropped by the other side"),
+    ("FileNotFoundError", "port or file not found (unplugged?)"),
+    ("PermissionError", "permission denied"),
+    ("SerialException", "serial port error (unplugged?)"),
+    ("OSError", "operating system error"),
+)
+
+
+def plain_words(error: str | None) -> str | None:
+    """``"poll: TimeoutError: "`` -> ``"no answer in time"``; keeps the detail when there is one."""
+    if not error:
+        return error
+    for name, words in _PLAIN:
+        if name in error:
+            detail = error.split(f"{name}:", 1)[-1].strip()
+            return f"{words}: {detail}" if detail and detail != error else words
+    return error
+
+
+class _UpWindow:
+    """Fraction of one-second samples a device was up, over the last hour (one byte a sample)."""
+
+    __slots__ = ("buf", "filled", "i", "ups")
+
+    def __init__(self, size: int = AVAILABILITY_WINDOW_S) -> None:
+        self.buf = bytearray(size)
+        self.i = self.filled = self.ups = 0
+
+    def add(self, up: bool) -> None:
+        if self.filled == len(self.buf):
+            self.ups -= self.buf[self.i]
+        else:
+            self.filled += 1
+        self.buf[self.i] = 1 if up else 0
+        self.ups += self.buf[self.i]
+        self.i = (self.i + 1) % len(self.buf)
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ups / self.filled if self.filled else None
+
+
+class _Rate:
+    """Per-second rate of a growing counter over the last few seconds."""
+
+    __slots__ = ("samples",)
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, t: float, total: int, *, latest_only: bool = False) -> float | None:
+        """The rate over the window, or over the last second only (a sink that just failed sends nothing now)."""
+        self.samples.append((t, total))
+        while len(self.samples) > 2 and t - self.samples[0][0] > RATE_WINDOW_S:
+            self.samples.popleft()
+        (t0, v0), (t1, v1) = self.samples[-2 if latest_only and len(self.samples) > 1 else 0], self.samples[-1]
+        return (v1 - v0) / (t1 - t0) if t1 > t0 else None
+
+
+class StatusView:
+    def __init__(
+        self,
+        *,
+        status: Callable[[], dict[str, Any]],
+        history: SeriesHistory,
+        poll_latency: Callable[[str, str], tuple[float, float] | None] = lambda driver, source: None,
+    ) -> None:
+        self.status = status
+        self.history = history
+        self.poll_latency = poll_latency  # (sum, count) of a source's poll durations
+        self._down_since: dict[tuple[str, str], int] = {}
+        self._up: dict[tuple[str, str], _UpWindow] = {}
+        self._sent: dict[str, _Rate] = {}
+        self._ingest = _Rate()
+        self._latency: dict[str, tuple[float, float, float | None]] = {}
+        self._drops: deque[tuple[float, int]] = deque()
+        self._dead: deque[tuple[float, int]] = deque()
+        self.payload = b"{}"
+        self.data: dict[str, Any] = {}
+
+    def tick(self) -> None:
+        now_ns = time.time_ns()
+        now = time.monotonic()
+        self.history.sample(now_ns)
+        status = self.status()
+        buffer = status.get("buffer")
+        if buffer is not None:
+            self.history.record(BUFFER_SERIES, "readings", float(buffer["readings"]), now_ns)
+        ingest = self._ingest.add(now, self.history.observed_total)
+        sources = [self._source(name, s, now_ns) for name, s in status.get("sources", {}).items()]
+        sinks = [self._sink(name, s, buffer, ingest, now) for name, s in status.get("sinks", {}).items()]
+        data = {
+            "api": API_VERSION,
+            "site": status.get("site"),
+            "gateway": status.get("gateway"),
+            "version": status.get("version"),
+            "started_ns": status.get("started_ns"),
+            "now_ns": now_ns,
+            "uptime_s": (now_ns - int(status.get("started_ns") or now_ns)) / 1e9,
+            "clock_synchronized": status.get("clock_synchronized"),
+            "ingest_per_s": ingest,
+            "history": {"bytes": self.history.ring_bytes, "series_without_plot": self.history.series_without_rings},
+            "sources": sources,
+            "buffer": self._buffer(buffer, now_ns, now),
+            "sinks": sinks,
+        }
+        data["overall"] = overall(data)
+        self.data = data
+        self.payload = json.dumps(data, separators=(",", ":")).encode()
+
+    def _source(self, name: str, s: dict[str, Any], now_ns: int) -> dict[str, Any]:
+        devices: dict[str, list[dict[str, Any]]] = {}
+        for _, r in self.history.latest(name):
+            devices.setdefault(r.device, []).append({
+                "id": f"{name}/{r.device}/{r.quantity}",
+                "quantity": r.quantity,
+                "unit": r.unit,
+                "value": r.value,
+                "ts_ns": r.ts_ns,
+                "quality": r.quality.name.lower(),
+            })  # fmt: skip
+        down = set(s.get("devices_down") or ())
+        reasons = s.get("down_reasons") or {}
+        for d in down:
+            devices.setdefault(d, [])
+        state = s.get("state")
+        out = []
+        for device in sorted(devices):
+            key = (name, device)
+            is_down = device in down or state == "failing"
+            if is_down:
+                self._down_since.setdefault(key, now_ns)
+            else:
+                self._down_since.pop(key, None)
+            window = self._up.setdefault(key, _UpWindow())
+            window.add(not is_down)
+            series = sorted(devices[device], key=lambda x: x["quantity"])
+            dev_state = "down" if is_down else ("restarting" if state == "restarting" else "up")
+            out.append({
+                "name": device,
+                "state": dev_state,
+                "down_since_ns": self._down_since.get(key),
+                "error": plain_words(reasons.get(device) or (s.get("error") if is_down else None))
+                or ("not answering" if is_down else None),
+                "availability": window.ratio,
+                "last_reading_ns": max((x["ts_ns"] for x in series), default=None),
+                "series": series,
+            })  # fmt: skip
+        return {
+            "name": name,
+            "driver": s.get("driver"),
+            "state": state,
+            "error": plain_words(s.get("error")),
+            "restarts": s.get("restarts", 0),
+            "readings": s.get("readings", 0),
+            "last_reading_ns": max((d["last_reading_ns"] or 0 for d in out), default=0) or None,
+            "poll_latency_s": self._recent_latency(str(s.get("driver")), name),
+            "devices": out,
+        }
+
+    def _recent_latency(self, driver: str, source: str) -> float | None:
+        """Mean poll duration since the previous tick; the last known one when no poll happened."""
+        now = self.poll_latency(driver, source)
+        if now is None:
+            return None
+        total, count = now
+        before = self._latency.get(source)
+        latest = before[2] if before else (total / count if count else None)
+        if before is not None and count > before[1]:
+            latest = (total - before[0]) / (count - before[1])
+        self._latency[source] = (total, count, latest)
+        return latest
+
+    def _buffer(self, b: dict[str, Any] | None, now_ns: int, now: float) -> dict[str, Any] | None:
+        if b is None:
+            return None
+        dropped = int(b["dropped_oldest_total"]) + int(b["dropped_newest_total"])
+        oldest = b.get("oldest_ts_ns")
+        return {
+            "readings": b["readings"],
+            "bytes": b["bytes"],
+            "file_bytes": b.get("file_bytes"),
+            "oldest_ts_ns": oldest,
+            "oldest_age_s": (now_ns - oldest) / 1e9 if oldest else None,
+            "dropped_oldest_total": b["dropped_oldest_total"],
+            "dropped_newest_total": b["dropped_newest_total"],
+            "dropped_recently": _recent_increase(self._drops, now, dropped),
+            "dead_letters_total": b.get("dead_letters_total", 0),
+            "dead_lettered_recently": _recent_increase(self._dead, now, int(b.get("dead_letters_total", 0))),
+            "series_id": "/".join(BUFFER_SERIES),
+        }
+
+    def _sink(
+        self, name: str, s: dict[str, Any], buffer: dict[str, Any] | None, ingest: float | None, now: float
+    ) -> dict[str, Any]:
+        sent_per_s = self._sent.setdefault(name, _Rate()).add(
+            now, int(s.get("sent", 0)), latest_only=s.get("state") != "ok"
+        )
+        per_sink = ((buffer or {}).get("sinks") or {}).get(name) or {}
+        backlog = per_sink.get("pending")
+        oldest = per_sink.get("oldest_pending_ts_ns")
+        lag_s = (time.time_ns() - oldest) / 1e9 if backlog and oldest else 0.0
+        drain_s: float | None = None
+        if backlog == 0 or (s.get("state") == "ok" and lag_s < KEEPING_UP_S):
+            drain_s = 0.0  # what is pending is the last few seconds' readings, in flight
+        elif backlog and sent_per_s is not None and s.get("state") == "ok":
+            net = sent_per_s - (ingest or 0.0)
+            drain_s = backlog / net if net > 0 else None  # None: not draining
+        return {
+            "name": name,
+            "type": s.get("type"),
+            "state": s.get("state"),
+            "error": plain_words(s.get("error")),
+            "sent": s.get("sent", 0),
+            "sent_per_s": sent_per_s,
+            "backlog": backlog,
+            "lag_s": lag_s,
+            "drain_s": drain_s,
+            "dead_letters": per_sink.get("dead_letters", s.get("dead_lettered", 0)),
+            "last_success_ns": s.get("last_success_ns"),
+        }
+
+
+def _recent_increase(samples: deque[tuple[float, int]], now: float, total: int) -> int:
+    samples.append((now, total))
+    while len(samples) > 1 and now - samples[0][0] > RECENT_S:
+        samples.popleft()
+    return total - samples[0][1]
+
+
+def overall(data: dict[str, Any]) -> dict[str, Any]:
+    """Red: something is lost or not collected now. Amber: it works, but look at it."""
+    red: list[str] = []
+    amber: list[str] = []
+    for src in data["sources"]:
+        if src["state"] == "failing":
+            red.append(f"source {src['name']} failing: {src['error']}")
+        elif src["state"] == "restarting":
+            amber.append(f"source {src['name']} restarting")
+        for dev in src["devices"]:
+            if dev["state"] == "down" and src["state"] != "failing":
+                red.append(f"device {dev['name']} down: {dev['error']}")
+    for sink in data["sinks"]:
+        if sink["state"] != "ok":
+            red.append(f"sink {sink['name']} not delivering: {sink['error']}")
+    buf = data["buffer"]
+    if buf is not None:
+        if buf["dropped_recently"]:
+            red.append(f"buffer full: {buf['dropped_recently']} readings dropped in the last 10 minutes")
+        if buf["oldest_age_s"] is not None and buf["oldest_age_s"] > BACKLOG_AMBER_S:
+            amber.append(f"backlog of {buf['readings']} readings, oldest {buf['oldest_age_s']:.0f} s old")
+        if buf["dead_lettered_recently"]:
+            amber.append(f"{buf['dead_lettered_recently']} readings refused by a sink in the last 10 minutes")
+    if data["clock_synchronized"] is False:
+        amber.append("clock not synchronised (no NTP yet?)")
+    if red:
+        return {"state": "red", "reasons": red + amber}
+    if amber:
+        return {"state": "amber", "reasons": amber}
+    return {"state": "green", "reasons": []}
