@@ -142,7 +142,14 @@ async def _demo(state_dir: Path, duration: float | None, *, plain: bool, keep: b
         daemon = Daemon(config)
         task = asyncio.create_task(daemon.run(), name="daemon")
         await daemon.ready.wait()
-        top = banner(state_dir, parts, len(config.sources), metrics_port, web_port=daemon.web.port if daemon.web else None, keep=keep)
+        top = banner(
+            state_dir,
+            parts,
+            len(config.sources),
+            metrics_port,
+            web_port=daemon.web.port if daemon.web else None,
+            keep=keep,
+        )
         # Appended output shows the banner once; a refreshed screen redraws it on top every time.
         sys.stdout.write(top if plain else CLEAR + top)
         sys.stdout.flush()

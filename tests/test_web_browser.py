@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from gateway.simulators.modbus.device import devices_from_profiles
-from gateway.simulators.modbus.server import ModbusSimulator
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from gateway.config import load_config
 from gateway.daemon import Daemon
+from gateway.simulators.modbus.device import devices_from_profiles
+from gateway.simulators.modbus.server import ModbusSimulator
 from tests.servers import Mosquitto, free_port
 
 pytestmark = pytest.mark.slow
