@@ -133,7 +133,14 @@ class BufferWriter:
                 gap = self._next_gap_s()
                 if gap > 0:
                     await wait_event(self._full, gap)
-                await self._commit_some()
+                commit = asyncio.ensure_future(self._commit_some())
+                try:
+                    await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    # Stopped in the middle of a commit: its readings are out of the queue already, so finish
+                    # it (the flush below commits the rest) rather than lose them.
+                    await commit
+                    raise
                 if self._failing and self._pending:
                     await asyncio.sleep(self.flush_interval_s)  # do not spin on a failing buffer
         finally:
