@@ -66,6 +66,7 @@ class Daemon:
         self.ready = asyncio.Event()
         self.clock_check: Callable[[], bool | None] = clock_synchronized
         self.clock_synchronized: bool | None = None
+        self._clock_known = True  # so that "unknown" at the first check is logged once
 
     # --- public control -----------------------------------------------------
 
@@ -242,15 +243,24 @@ class Daemon:
 
     def _check_clock(self) -> None:
         synced = self.clock_check()
-        if synced is not None:
-            self.metrics.clock_synchronized.set(1 if synced else 0)
+        # -1 says "cannot tell" (e.g. adjtimex refused by a sandbox and no timesyncd marker): an
+        # absent sample would look like a healthy gateway to an alert on == 0.
+        self.metrics.clock_synchronized.set(-1 if synced is None else 1 if synced else 0)
         if synced is False and self.clock_synchronized is not False:
             log.warning(
                 "the system clock is not synchronised (no NTP yet?): readings are timestamped with it and may be "
                 "wrong until it is. Check 'timedatectl' and the uplink; the gateway keeps running"
             )
+        elif synced is None and self._clock_known:
+            log.warning(
+                "cannot tell whether the system clock is synchronised (adjtimex refused, e.g. by ProtectClock, "
+                "and no /run/systemd/timesync/synchronized): status and gateway_clock_synchronized say unknown (-1)"
+            )
         elif synced and self.clock_synchronized is False:
             log.warning("the system clock is synchronised again")
+        elif synced is not None and not self._clock_known:
+            log.warning("the clock check answers again: synchronised=%s", synced)
+        self._clock_known = synced is not None
         self.clock_synchronized = synced
 
     async def _wait_event(self) -> None:
@@ -311,7 +321,7 @@ class Daemon:
             "gateway": self.config.gateway_name,
             "config": str(self.config.path) if self.config.path else None,
             "started_ns": self.started_ns,
-            "clock_synchronized": self.clock_synchronized,
+            "clock_synchronized": "unknown" if self.clock_synchronized is None else self.clock_synchronized,
             "updated_ns": time.time_ns(),
             "sources": {name: s.status() for name, s in self.supervisors.items()},
             "sinks": {name: d.status() for name, d in self.dispatchers.items()},
