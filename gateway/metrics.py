@@ -100,6 +100,12 @@ class Metrics:
         self.sink_dead_lettered = Counter(
             "gateway_sink_dead_lettered_readings", "Readings moved to the dead-letter table", ["sink"], registry=r
         )
+        self.sink_dispatcher_restarts = Counter(
+            "gateway_sink_dispatcher_restarts",
+            "Restarts of a sink's dispatcher after a buffer error (take, ack, dead-lettering)",
+            ["sink"],
+            registry=r,
+        )
         self.sink_up = Gauge("gateway_sink_up", "1 if the sink's last send succeeded", ["sink"], registry=r)
         self.sink_send_duration = Histogram(
             "gateway_sink_send_duration_seconds", "Duration of one batch send", ["sink"], registry=r
