@@ -73,6 +73,12 @@ class Metrics:
         self.readings = Counter(
             "gateway_readings", "Readings by driver, device and outcome", ["driver", "device", "outcome"], registry=r
         )
+        self.readings_refused = Counter(
+            "gateway_readings_refused",
+            "Readings refused before the buffer because no store can hold them, by reason",
+            ["driver", "source", "reason"],
+            registry=r,
+        )
         self.poll_duration = Histogram(
             "gateway_poll_duration_seconds",
             "Duration of one poll of a source",

@@ -75,12 +75,13 @@ class SourceSupervisor:
         self.aggregates_total = 0
 
     async def emit(self, readings: Sequence[Reading]) -> None:
-        normalised = self.normaliser.normalise(readings)
+        normalised, outcomes = self.normaliser.prepare(readings)
         if self.aggregator is not None:
             # Held in memory until their window is sent (gateway/aggregate.py, "Durability").
             self.aggregator.add(normalised, time.time_ns())
         else:
-            await self.writer.emit(normalised)
+            await self.writer.emit(normalised)  # raises BufferCommitError if the commit failed: not counted
+        self.normaliser.count(outcomes)
         self.readings_total += len(normalised)
         if self.failing is not None and isinstance(self.driver, PushDriver):
             self._recovered()
