@@ -38,6 +38,11 @@ class GatewaySection(_Section):
         default_factory=lambda: Path(os.environ.get("STATE_DIRECTORY", "state").split(":")[0]),
         description="where the buffer and the local store live (systemd sets STATE_DIRECTORY)",
     )
+    stall_timeout: Duration = Field(
+        default=120.0,
+        gt=0,
+        description="stop feeding the systemd watchdog when data has not moved this long (docs/deploy.md)",
+    )
 
 
 class BufferSection(_Section):

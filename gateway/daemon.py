@@ -27,6 +27,7 @@ from gateway.buffer import AsyncBuffer
 from gateway.clock import clock_synchronized
 from gateway.config import Config, ConfigError, load_config
 from gateway.dispatch import SinkDispatcher
+from gateway.liveness import Liveness
 from gateway.metrics import Metrics
 from gateway.sdnotify import Notifier
 from gateway.sink import Sink
@@ -66,6 +67,8 @@ class Daemon:
         self.ready = asyncio.Event()
         self.clock_check: Callable[[], bool | None] = clock_synchronized
         self.clock_synchronized: bool | None = None
+        self.liveness = Liveness(stall_after_s=config.base.gateway.stall_timeout)
+        self.stalled: str | None = None  # why data has stopped moving (then the watchdog is not fed)
         self._clock_known = True  # so that "unknown" at the first check is logged once
 
     # --- public control -----------------------------------------------------
@@ -126,7 +129,7 @@ class Daemon:
             flush_interval_s=cfg.buffer.flush_interval,
             flush_max_readings=cfg.buffer.flush_max_readings,
             metrics=self.metrics,
-            on_commit=self._notify_sinks,
+            on_commit=self._committed,
         )
         self._writer_task = asyncio.create_task(self.writer.run(), name="buffer-writer")
         await self._start_sinks()
@@ -160,6 +163,7 @@ class Daemon:
                 state_dir=str(self.state_dir),
                 writer=self.writer,
                 metrics=self.metrics,
+                on_commit_error=self.liveness.commit_failed,
             )
             self.supervisors[loaded.config.name] = supervisor
             self._source_tasks[loaded.config.name] = asyncio.create_task(
@@ -210,6 +214,10 @@ class Daemon:
                 return
             await asyncio.sleep(0.05)
 
+    def _committed(self) -> None:
+        self.liveness.committed()
+        self._notify_sinks()
+
     def _notify_sinks(self) -> None:
         for dispatcher in list(self.dispatchers.values()):  # a reload may swap them meanwhile
             dispatcher.notify()
@@ -227,6 +235,7 @@ class Daemon:
                 self._reload_requested.clear()
                 await self.reload()
             self._check_clock()
+            self._check_liveness()
             assert self.buffer is not None
             try:
                 # Also proves that the loop and the buffer thread are alive, so the
@@ -237,9 +246,26 @@ class Daemon:
             except Exception:
                 log.exception("cannot read buffer stats")
                 continue
+            if self.stalled is not None:
+                continue  # data has stopped moving: let systemd's watchdog restart us
             if watchdog_every is not None and time.monotonic() - last_watchdog >= watchdog_every:
                 self.notifier.watchdog()
                 last_watchdog = time.monotonic()
+
+    def _check_liveness(self) -> None:
+        stalled = self.liveness.stuck(
+            writer_task=self._writer_task, sink_tasks=self._sink_tasks, dispatchers=self.dispatchers
+        )
+        if stalled is not None and self.stalled is None:
+            log.error(
+                "data has stopped moving: %s; no longer feeding the systemd watchdog, so systemd restarts the "
+                "gateway (gateway.stall_timeout = %g s)",
+                stalled,
+                self.liveness.stall_after_s,
+            )
+        elif stalled is None and self.stalled is not None:
+            log.warning("data is moving again; feeding the watchdog again")
+        self.stalled = stalled
 
     def _check_clock(self) -> None:
         synced = self.clock_check()
@@ -323,6 +349,7 @@ class Daemon:
             "started_ns": self.started_ns,
             "clock_synchronized": "unknown" if self.clock_synchronized is None else self.clock_synchronized,
             "updated_ns": time.time_ns(),
+            "stalled": self.stalled,
             "sources": {name: s.status() for name, s in self.supervisors.items()},
             "sinks": {name: d.status() for name, d in self.dispatchers.items()},
             "buffer": asdict(stats) if stats is not None else None,

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.aggregate import WindowAggregator
@@ -20,9 +20,9 @@ from gateway.config import LoadedSource
 from gateway.driver import Driver, DriverContext, PolledDriver, PushDriver
 from gateway.metrics import Metrics
 from gateway.model import Reading
-from gateway.normalise import Normaliser
+from gateway.normalise import Normaliser, Outcomes
 from gateway.scheduling import Backoff, aligned_ticks
-from gateway.writer import BufferWriter
+from gateway.writer import BufferCommitError, BufferWriter
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -44,8 +44,10 @@ class SourceSupervisor:
         writer: BufferWriter,
         metrics: Metrics | None,
         backoff: Backoff | None = None,
+        on_commit_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
         self.source = source
+        self.on_commit_error = on_commit_error  # the daemon's liveness check: is data still moving?
         self.config = source.config
         self.writer = writer
         self.metrics = metrics
@@ -79,12 +81,28 @@ class SourceSupervisor:
         if self.aggregator is not None:
             # Held in memory until their window is sent (gateway/aggregate.py, "Durability").
             self.aggregator.add(normalised, time.time_ns())
+            self.normaliser.count(outcomes)
         else:
-            await self.writer.emit(normalised)  # raises BufferCommitError if the commit failed: not counted
-        self.normaliser.count(outcomes)
+            # Counted once committed (a failed commit raises BufferCommitError: not counted). Shielded:
+            # if this source is cancelled (stop, reload) while its readings wait for the group commit,
+            # the writer still commits them, and they are counted then.
+            commit = asyncio.create_task(self._commit_counted(normalised, outcomes))
+            commit.add_done_callback(_retrieve)
+            await asyncio.shield(commit)
         self.readings_total += len(normalised)
         if self.failing is not None and isinstance(self.driver, PushDriver):
             self._recovered()
+
+    async def _commit_counted(self, readings: Sequence[Reading], outcomes: Outcomes) -> None:
+        await self._commit(readings)
+        self.normaliser.count(outcomes)
+
+    async def _commit(self, readings: Sequence[Reading]) -> None:
+        try:
+            await self.writer.emit(readings)
+        except BufferCommitError as exc:
+            self.on_commit_error(exc)
+            raise
 
     def _failed(self, exc: BaseException, where: str) -> None:
         self.restarts += 1
@@ -130,7 +148,7 @@ class SourceSupervisor:
 
     async def _send(self, aggregates: Sequence[Reading]) -> None:
         if aggregates:
-            await self.writer.emit(aggregates)
+            await self._commit(aggregates)
             self.aggregates_total += len(aggregates)
 
     async def _run_driver(self) -> None:
@@ -200,3 +218,9 @@ class SourceSupervisor:
             "devices_down": sorted(self.ctx._down),
             **({"detail": driver_status} if driver_status else {}),
         }
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # Nobody awaits a shielded commit whose emitter was cancelled: retrieve its error here.
+    if not task.cancelled():
+        task.exception()
