@@ -69,6 +69,7 @@ class Daemon:
         self.clock_synchronized: bool | None = None
         self.liveness = Liveness(stall_after_s=config.base.gateway.stall_timeout)
         self.stalled: str | None = None  # why data has stopped moving (then the watchdog is not fed)
+        self.reloads = {"ok": 0, "invalid": 0}  # in the status: a reload's outcome is observable
         self._clock_known = True  # so that "unknown" at the first check is logged once
 
     # --- public control -----------------------------------------------------
@@ -310,6 +311,7 @@ class Daemon:
             new = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
             self.metrics.config_reloads.labels("invalid").inc()
+            self.reloads["invalid"] += 1
             log.error("new config is invalid; KEEPING THE OLD CONFIG RUNNING. Fix these and reload again:\n%s", exc)
             self.notifier.ready("reload failed: invalid config, old config kept")
             return False
@@ -334,6 +336,7 @@ class Daemon:
         await self._start_sinks()
         self._start_sources()
         self.metrics.config_reloads.labels("ok").inc()
+        self.reloads["ok"] += 1
         log.info("config reloaded: %d sources, sinks %s", len(self.supervisors), ", ".join(self.dispatchers))
         self.notifier.ready(f"reloaded: {len(self.supervisors)} sources, {len(self.dispatchers)} sinks")
         return True
@@ -350,6 +353,7 @@ class Daemon:
             "clock_synchronized": "unknown" if self.clock_synchronized is None else self.clock_synchronized,
             "updated_ns": time.time_ns(),
             "stalled": self.stalled,
+            "reloads": dict(self.reloads),
             "sources": {name: s.status() for name, s in self.supervisors.items()},
             "sinks": {name: d.status() for name, d in self.dispatchers.items()},
             "buffer": asdict(stats) if stats is not None else None,
