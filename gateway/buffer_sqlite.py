@@ -62,6 +62,7 @@ _OVERFLOW_CLEAR: Final = 0.9  # overflow "recovers" once below 90 % of the budge
 # Two dispatcher batches (take + prefetch) of the default size fit.
 _TAIL_MAX: Final = 10_000
 _INT_MAX: Final = 2**63 - 1
+_COLLECT_STEP: Final = 500  # rows deleted per transaction when the disk is full (a few pages of WAL)
 
 
 class DurableBuffer:
@@ -99,9 +100,12 @@ class DurableBuffer:
             self._conn = connect_read_only(self.path)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._disk = DiskGuard(self.path, max_bytes)  # its WAL figures are sized to the filesystem
+        if not read_only:
             self._lock_fd = self._lock()
             try:
-                self._conn = connect(self.path, self.sync)
+                sizes = self._disk.sizes
+                self._conn = connect(self.path, self.sync, sizes.wal_autocheckpoint_pages, sizes.journal_size_limit)
             except BaseException:
                 os.close(self._lock_fd)
                 raise
@@ -109,10 +113,9 @@ class DurableBuffer:
         self._closed = False
         self._overflowing = False
         self._state_dirty = False  # counters/cursors changed in memory only (disk full, recovery)
-        self._disk = DiskGuard(self.path, max_bytes)
         self._recover()
         if not read_only:
-            self._disk.reserve.ensure()
+            self._disk.start(max_bytes)
 
     # -- opening ---------------------------------------------------------
 
@@ -248,14 +251,25 @@ class DurableBuffer:
         deleted = (0, 0)
         # The dispatchers are started anew with the new set of sinks: what they held is gone.
         counters = self._settle_in_flight(None, None)
-        with self._transaction() as conn:
-            self._write_counters(conn, counters)
-            conn.executemany("DELETE FROM cursors WHERE sink = ?", [(name,) for name in removed])
-            conn.executemany(
-                "INSERT OR REPLACE INTO cursors (sink, acked_id) VALUES (?, ?)", [(n, start) for n in added]
-            )
-            if collect is not None:
-                deleted = self._delete_through(conn, collect)
+        try:
+            with self._transaction() as conn:
+                self._write_counters(conn, counters)
+                conn.executemany("DELETE FROM cursors WHERE sink = ?", [(name,) for name in removed])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO cursors (sink, acked_id) VALUES (?, ?)", [(n, start) for n in added]
+                )
+                if collect is not None:
+                    deleted = self._delete_through(conn, collect)
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise DurableBufferError(self.path, f"set_sinks failed: {exc}") from exc
+            # Start anyway (draining to the sinks frees space): the new cursors are written
+            # with the next transaction that commits; a removed one may come back after a
+            # crash before that, and is removed again at the next start.
+            self._disk.full(self._bytes, self.overflow)
+            self._disk.free(self._conn)
+            self._state_dirty = True
+            collect, deleted = None, (0, 0)
         self._cursors = cursors
         self._counters = counters
         self._in_flight = []
@@ -293,10 +307,12 @@ class DurableBuffer:
         """Store a batch in one transaction, applying the overflow policy."""
         if not readings:
             return AppendResult(0, 0, 0)
-        budget = self._disk.budget(self.max_bytes)
+        budget = self._disk.budget(self.max_bytes, self._bytes)
+        first_try = True
         try:
             result = self._append(readings, budget)
         except sqlite3.Error as exc:
+            first_try = False
             if not is_disk_full(exc):
                 raise DurableBufferError(self.path, f"append failed: {exc}") from exc
             cap = self._disk.full(self._bytes, self.overflow)
@@ -312,7 +328,7 @@ class DurableBuffer:
                 self._state_dirty = True  # persisted by the next transaction that commits
                 self._note_overflow(len(readings))
                 return AppendResult(0, len(readings), 0)
-        self._disk.committed(self._bytes, self.max_bytes)
+        self._disk.committed(self._bytes, self.max_bytes, first_try=first_try)
         return result
 
     def _append(self, readings: Sequence[Reading], budget: int) -> AppendResult:
@@ -533,6 +549,8 @@ class DurableBuffer:
             self._counters = counters
             self._forget_in_flight(target)
             self._state_dirty = True
+            if collect is not None:
+                self._collect_in_steps(collect)
             return lost
         self._cursors = cursors
         self._counters = counters
@@ -542,6 +560,27 @@ class DurableBuffer:
             self._overflowing = False
             log.warning("buffer %s: below its size limit again (%d bytes)", self.path, self._bytes)
         return lost
+
+    def _collect_in_steps(self, through: int) -> None:
+        """Delete acked rows a few at a time, folding the WAL in between, on a full disk.
+
+        Deleting a large backlog at once needs WAL room for every page it
+        touches, which a full disk does not have: the delete failed, nothing
+        was freed, and the buffer could never drain. Small steps need little
+        WAL each, and the pages they free are reused by the next appends.
+        """
+        while self._first_id <= through:
+            step = min(through, self._first_id + _COLLECT_STEP - 1)
+            try:
+                with self._transaction(durable=False) as conn:  # also writes the cursors held in memory
+                    deleted = self._delete_through(conn, step)
+            except sqlite3.Error as exc:
+                if not is_disk_full(exc):
+                    raise DurableBufferError(self.path, f"ack failed: {exc}") from exc
+                return  # the next ack tries again
+            self._forget(step, deleted)
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- dead letters ----------------------------------------------------
 
