@@ -66,6 +66,18 @@ class ReadingValidator:
                 f"(more than {self.max_future_ns / NS / 3600:g} h: a wrong device clock?)"
             )
         good = self._good
+        try:
+            # The hot path: names seen before, one set lookup each (this runs for every reading).
+            if device in good and r.quantity in good and r.unit in good and r.site in good and r.gateway in good:
+                tags = r.tags
+                if not tags or all(k in good and v in good for k, v in tags.items()):
+                    return None
+        except TypeError:  # an unhashable name: the checks below say what is wrong
+            pass
+        return self._names_problem(r, device)
+
+    def _names_problem(self, r: Reading, device: str) -> tuple[str, str] | None:
+        good = self._good
         for what, text in (("device", device), ("quantity", r.quantity), ("unit", r.unit), ("site", r.site),
                            ("gateway", r.gateway)):  # fmt: skip
             if type(text) is not str or text not in good:
