@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.aio import wait_event
-from gateway.buffer import AsyncBuffer, BufferedReading
+from gateway.buffer import AsyncBuffer, BufferedReading, BufferFullError
 from gateway.metrics import Metrics
 from gateway.scheduling import Backoff
 from gateway.sink import Outcome, SendResult, Sink
@@ -131,7 +131,11 @@ class SinkDispatcher:
                       self.name, summary, exc_info=exc)  # fmt: skip
         else:
             log.debug("sink %s: the dispatcher failed again (%s)", self.name, summary)
-        if self.broken_since is None:
+        if isinstance(exc, BufferFullError):
+            # A full disk (dead letters cannot be stored): the readings wait safely in the
+            # buffer and a restart of the daemon would not free space, so this is not "stuck".
+            self.broken_since = None
+        elif self.broken_since is None:
             self.broken_since = time.monotonic()
         self.broken = summary
 

@@ -10,7 +10,9 @@ What counts as stuck, and what does not:
 
 - **Not stuck**: a sink that is down (network, server, credentials) while its
   readings wait safely in the buffer; that is the buffer's job, and a restart
-  would not bring the server back. An idle gateway with nothing to send.
+  would not bring the server back. A full disk (the buffer applies its
+  overflow policy, counted; a dispatcher that cannot store dead letters
+  retries): a restart would not free space either. An idle gateway.
 - **Stuck at once**: the writer task or a dispatcher task has ended (nothing
   restarts it inside this process).
 - **Stuck after ``stall_timeout``**: every commit has failed for that long

@@ -135,3 +135,19 @@ async def test_a_sink_that_is_down_with_readings_buffered_is_not_stuck(
     finally:
         daemon.request_stop()
         await task
+
+
+def test_a_dispatcher_failing_on_a_full_disk_is_not_stuck_but_other_buffer_failures_are(tmp_path: Path) -> None:
+    from gateway.buffer import BufferFullError, DurableBufferError
+    from gateway.dispatch import SinkDispatcher
+    from gateway.liveness import Liveness
+    from gateway.sink import SendResult
+    from tests.test_dispatch import ScriptedSink
+
+    live = Liveness(stall_after_s=0.0)
+    d = SinkDispatcher(ScriptedSink("a", lambda v, c: SendResult.ok()), None)  # type: ignore[arg-type]
+    d._broke(BufferFullError(tmp_path, "disk full: 3 dead letters not stored"))
+    assert d.status()["state"] == "failing"
+    assert live.stuck(writer_task=None, sink_tasks={}, dispatchers={"a": d}) is None  # a restart frees no space
+    d._broke(DurableBufferError(tmp_path, "ack failed: disk I/O error"))
+    assert "dispatcher of sink a has failed" in str(live.stuck(writer_task=None, sink_tasks={}, dispatchers={"a": d}))
