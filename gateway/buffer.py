@@ -92,8 +92,8 @@ class AsyncBuffer:
     async def take(self, sink: str, limit: int, after_id: int | None = None) -> list[BufferedReading]:
         return await self._call(self._buffer.take, sink, limit, after_id)
 
-    async def ack(self, sink: str, up_to_id: int) -> None:
-        await self._call(self._buffer.ack, sink, up_to_id)
+    async def ack(self, sink: str, up_to_id: int, first_id: int | None = None) -> int:
+        return await self._call(self._buffer.ack, sink, up_to_id, first_id)
 
     async def dead_letter(self, sink: str, items: Sequence[BufferedReading], reason: str) -> None:
         await self._call(self._buffer.dead_letter, sink, items, reason)

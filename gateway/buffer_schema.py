@@ -35,10 +35,18 @@ WAL_AUTOCHECKPOINT: Final = 1000
 JOURNAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
 
 
-def connect(path: Path, sync: Literal["full", "normal"]) -> sqlite3.Connection:
+def connect(
+    path: Path,
+    sync: Literal["full", "normal"],
+    wal_autocheckpoint: int = WAL_AUTOCHECKPOINT,
+    journal_size_limit: int = JOURNAL_SIZE_LIMIT,
+) -> sqlite3.Connection:
     """Open (creating if needed) the buffer database in WAL mode; SQLite recovers the WAL itself.
 
     The connection is in autocommit mode: the buffer issues BEGIN/COMMIT itself.
+    The WAL figures default to an SD card's; a small filesystem needs smaller
+    ones (``gateway.buffer_disk.DiskSizes``), or the WAL alone fills it. Opening
+    an existing buffer writes nothing, so it works on a full disk.
     """
     conn = sqlite3.connect(path, isolation_level=None, cached_statements=64)
     try:
@@ -46,13 +54,14 @@ def connect(path: Path, sync: Literal["full", "normal"]) -> sqlite3.Connection:
         if mode != "wal":
             raise BufferCorruptError(path, f"cannot switch to WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous={sync.upper()}")
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
-        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        conn.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
+        conn.execute(f"PRAGMA journal_size_limit={int(journal_size_limit)}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             raise BufferCorruptError(path, f"schema version {version} is newer than this gateway's")
-        conn.executescript(SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.executescript(SCHEMA)  # IF NOT EXISTS: no write when the tables are there
+        if version != SCHEMA_VERSION:  # setting it writes, even to the same value
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise BufferCorruptError(

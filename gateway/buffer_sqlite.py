@@ -50,7 +50,10 @@ Sync = Literal["full", "normal"]
 
 _INSERT_HEAD: Final = "INSERT INTO readings (series, ts_ns, value, kind, quality, size)"
 _SELECT: Final = "SELECT id, series, ts_ns, value, kind, quality FROM readings WHERE id > ? ORDER BY id LIMIT ?"
-_COUNTERS: Final = ("dropped_oldest", "dropped_newest", "dead_letters")
+# dropped_in_flight: readings drop_oldest deleted while the only sink's dispatcher
+# held them in memory; counted as dropped only if they are never acknowledged
+# (see ``_settle_in_flight``), all of them at the next open after a crash.
+_COUNTERS: Final = ("dropped_oldest", "dropped_newest", "dead_letters", "dropped_in_flight")
 
 _OVERFLOW_CLEAR: Final = 0.9  # overflow "recovers" once below 90 % of the budget
 # The newest readings are also kept in memory (the "tail"), so that a sink
@@ -59,6 +62,7 @@ _OVERFLOW_CLEAR: Final = 0.9  # overflow "recovers" once below 90 % of the budge
 # Two dispatcher batches (take + prefetch) of the default size fit.
 _TAIL_MAX: Final = 10_000
 _INT_MAX: Final = 2**63 - 1
+_COLLECT_STEP: Final = 500  # rows deleted per transaction when the disk is full (a few pages of WAL)
 
 
 class DurableBuffer:
@@ -96,20 +100,22 @@ class DurableBuffer:
             self._conn = connect_read_only(self.path)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._disk = DiskGuard(self.path, max_bytes)  # its WAL figures are sized to the filesystem
+        if not read_only:
             self._lock_fd = self._lock()
             try:
-                self._conn = connect(self.path, self.sync)
+                sizes = self._disk.sizes
+                self._conn = connect(self.path, self.sync, sizes.wal_autocheckpoint_pages, sizes.journal_size_limit)
             except BaseException:
                 os.close(self._lock_fd)
                 raise
         self._series = SeriesTable(self._conn)
         self._closed = False
         self._overflowing = False
-        self._state_dirty = False  # counters/cursors changed in memory only (disk full)
-        self._disk = DiskGuard(self.path, max_bytes)
+        self._state_dirty = False  # counters/cursors changed in memory only (disk full, recovery)
         self._recover()
         if not read_only:
-            self._disk.reserve.ensure()
+            self._disk.start(max_bytes)
 
     # -- opening ---------------------------------------------------------
 
@@ -150,6 +156,13 @@ class DurableBuffer:
         self._cursors: dict[str, int] = dict(conn.execute("SELECT sink, acked_id FROM cursors"))
         stored = dict(conn.execute("SELECT name, value FROM counters"))
         self._counters = {name: int(stored.get(name, 0)) for name in _COUNTERS}
+        if self._counters["dropped_in_flight"]:
+            # The process that held them in memory is gone: they were never delivered.
+            self._counters["dropped_oldest"] += self._counters["dropped_in_flight"]
+            self._counters["dropped_in_flight"] = 0
+            self._state_dirty = not self.read_only  # written by the next transaction
+        self._in_flight: list[tuple[int, int]] = []  # id ranges of those readings, oldest first
+        self._taken_to: dict[str, int] = {}  # per sink: highest id take() handed out since reading from the cursor
         self._tail: list[Reading] = []
         self._tail_first = self._last_id + 1
         if not self.read_only and conn.execute("SELECT count(*) FROM series").fetchone()[0] > 1000:
@@ -236,14 +249,31 @@ class DurableBuffer:
         cursors = {name: self._cursors.get(name, start) for name in wanted}
         collect = self._collectable(cursors)
         deleted = (0, 0)
-        with self._transaction() as conn:
-            conn.executemany("DELETE FROM cursors WHERE sink = ?", [(name,) for name in removed])
-            conn.executemany(
-                "INSERT OR REPLACE INTO cursors (sink, acked_id) VALUES (?, ?)", [(n, start) for n in added]
-            )
-            if collect is not None:
-                deleted = self._delete_through(conn, collect)
+        # The dispatchers are started anew with the new set of sinks: what they held is gone.
+        counters = self._settle_in_flight(None, None)
+        try:
+            with self._transaction() as conn:
+                self._write_counters(conn, counters)
+                conn.executemany("DELETE FROM cursors WHERE sink = ?", [(name,) for name in removed])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO cursors (sink, acked_id) VALUES (?, ?)", [(n, start) for n in added]
+                )
+                if collect is not None:
+                    deleted = self._delete_through(conn, collect)
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise DurableBufferError(self.path, f"set_sinks failed: {exc}") from exc
+            # Start anyway (draining to the sinks frees space): the new cursors are written
+            # with the next transaction that commits; a removed one may come back after a
+            # crash before that, and is removed again at the next start.
+            self._disk.full(self._bytes, self.overflow)
+            self._disk.free(self._conn)
+            self._state_dirty = True
+            collect, deleted = None, (0, 0)
         self._cursors = cursors
+        self._counters = counters
+        self._in_flight = []
+        self._taken_to = {}
         self._forget(collect, deleted)
         if removed or added:
             log.info("buffer sinks: added %s, removed %s", added, removed)
@@ -277,10 +307,12 @@ class DurableBuffer:
         """Store a batch in one transaction, applying the overflow policy."""
         if not readings:
             return AppendResult(0, 0, 0)
-        budget = self._disk.budget(self.max_bytes)
+        budget = self._disk.budget(self.max_bytes, self._bytes)
+        first_try = True
         try:
             result = self._append(readings, budget)
         except sqlite3.Error as exc:
+            first_try = False
             if not is_disk_full(exc):
                 raise DurableBufferError(self.path, f"append failed: {exc}") from exc
             cap = self._disk.full(self._bytes, self.overflow)
@@ -296,7 +328,7 @@ class DurableBuffer:
                 self._state_dirty = True  # persisted by the next transaction that commits
                 self._note_overflow(len(readings))
                 return AppendResult(0, len(readings), 0)
-        self._disk.committed(self._bytes, self.max_bytes)
+        self._disk.committed(self._bytes, self.max_bytes, first_try=first_try)
         return result
 
     def _append(self, readings: Sequence[Reading], budget: int) -> AppendResult:
@@ -329,6 +361,7 @@ class DurableBuffer:
             incoming = sum(sizes)
             through: int | None = None
             deleted = (0, 0)
+            in_flight: tuple[int, int] | None = None
             if self._bytes + incoming > budget:
                 if self.overflow == "drop_newest":
                     room, keep = budget - self._bytes, 0
@@ -349,17 +382,22 @@ class DurableBuffer:
                     through = self._oldest_to_free(conn, self._bytes + incoming - budget)
                     if through is not None:
                         deleted = self._delete_through(conn, through)
-                        dropped_oldest += deleted[0]
+                        in_flight = self._in_flight_through(through)
+                        dropped_oldest += deleted[0] - (in_flight[1] - in_flight[0] + 1 if in_flight else 0)
             counters = self._counters
-            if dropped_newest or dropped_oldest:
+            if dropped_newest or dropped_oldest or in_flight:
                 counters = {**counters}
                 counters["dropped_newest"] += dropped_newest
                 counters["dropped_oldest"] += dropped_oldest
+                if in_flight:
+                    counters["dropped_in_flight"] += in_flight[1] - in_flight[0] + 1
                 self._write_counters(conn, counters)
             insert_rows(conn, _INSERT_HEAD, rows)
         # Committed: now the in-memory state may follow. An empty buffer has
         # first_id == last_id + 1, which is the first new id: no special case.
         self._counters = counters
+        if in_flight:
+            self._in_flight.append(in_flight)
         self._forget(through, deleted)
         self._bytes += sum(row[5] for row in rows)
         self._last_id += len(rows)
@@ -388,6 +426,49 @@ class DurableBuffer:
             cur.close()
         return through
 
+    def _in_flight_through(self, through: int) -> tuple[int, int] | None:
+        """The ids among those drop_oldest deletes now (first_id..through) that the
+        only sink's dispatcher has taken but not acked: it may still deliver them.
+
+        With several sinks a deleted reading counts as dropped at once (one sink
+        at least misses it), even if one of them then delivers it from memory.
+        """
+        if len(self._cursors) != 1:
+            return None
+        ((sink, cursor),) = self._cursors.items()
+        lo, hi = max(cursor + 1, self._first_id), min(self._taken_to.get(sink, cursor), through)
+        return (lo, hi) if lo <= hi else None
+
+    def _settle_in_flight(self, first: int | None, target: int | None) -> dict[str, int]:
+        """Counters once the in-flight readings up to ``target`` are settled: those in
+        [first, target] were delivered from memory, those before ``first`` were not
+        (the dispatcher dropped its batch and read on from the buffer) and are counted
+        as dropped. ``target`` None settles them all as dropped."""
+        if not self._in_flight:
+            return self._counters
+        lost = settled = 0
+        for lo, hi in self._in_flight:
+            if target is not None and lo > target:
+                break
+            end = hi if target is None else min(hi, target)
+            settled += end - lo + 1
+            if target is None:
+                lost += end - lo + 1
+            elif first is not None:
+                lost += max(0, min(end, first - 1) - lo + 1)
+        return {
+            **self._counters,
+            "dropped_oldest": self._counters["dropped_oldest"] + lost,
+            "dropped_in_flight": self._counters["dropped_in_flight"] - settled,
+        }
+
+    def _forget_in_flight(self, target: int) -> None:
+        kept = []
+        for lo, hi in self._in_flight:
+            if hi > target:
+                kept.append((max(lo, target + 1), hi))
+        self._in_flight = kept
+
     def _note_overflow(self, dropped: int) -> None:
         if dropped and not self._overflowing:
             self._overflowing = True
@@ -406,11 +487,15 @@ class DurableBuffer:
         start = self._cursor(sink)
         if after_id is not None and after_id > start:
             start = after_id
+        else:
+            self._taken_to[sink] = start  # read from the cursor: whatever the caller held is dropped
         if limit <= 0 or start >= self._last_id:
             return []
         if self._tail and start >= self._tail_first - 1:
             first = start + 1
             chunk = self._tail[first - self._tail_first : first - self._tail_first + limit]
+            if chunk:
+                self._taken_to[sink] = max(self._taken_to.get(sink, start), first + len(chunk) - 1)
             return list(map(BufferedReading, range(first, first + len(chunk)), chunk))
         fields = self._series.fields
         out: list[BufferedReading] = []
@@ -424,19 +509,32 @@ class DurableBuffer:
                     row_id, make_reading(ts_ns, site, gateway, device, quantity, value, unit, tags, quality_of(quality))
                 )
             )
+        if out:
+            self._taken_to[sink] = max(self._taken_to.get(sink, start), out[-1].id)
         return out
 
-    def ack(self, sink: str, up_to_id: int) -> None:
-        """Advance the sink's cursor (never backwards); delete what every sink has acked."""
+    def ack(self, sink: str, up_to_id: int, first_id: int | None = None) -> int:
+        """Advance the sink's cursor (never backwards); delete what every sink has acked.
+
+        ``first_id`` is the first id of the delivered batch (default: the one after
+        the cursor, i.e. everything up to ``up_to_id`` was delivered). Returns how
+        many readings this settles as dropped: drop_oldest deleted them while the
+        sink's dispatcher held them, and it did not deliver them (ids before ``first_id``).
+        """
         current = self._cursor(sink)
         target = min(up_to_id, self._last_id)  # never ack ids not yet assigned
         if target <= current:
-            return
+            return 0
         cursors = {**self._cursors, sink: target}
         collect = self._collectable(cursors)
         deleted = (0, 0)
+        counters = self._settle_in_flight(current + 1 if first_id is None else first_id, target)
+        lost = counters["dropped_oldest"] - self._counters["dropped_oldest"]
         try:
-            with self._transaction(durable=False) as conn:
+            # Settled counters are fsynced: a lost update would count delivered readings as dropped.
+            with self._transaction(durable=counters is not self._counters) as conn:
+                if counters is not self._counters:
+                    self._write_counters(conn, counters)
                 conn.execute("UPDATE cursors SET acked_id = ? WHERE sink = ?", (target, sink))
                 if collect is not None:
                     deleted = self._delete_through(conn, collect)
@@ -448,13 +546,41 @@ class DurableBuffer:
             self._disk.full(self._bytes, self.overflow)
             self._disk.free(self._conn)
             self._cursors[sink] = target
+            self._counters = counters
+            self._forget_in_flight(target)
             self._state_dirty = True
-            return
+            if collect is not None:
+                self._collect_in_steps(collect)
+            return lost
         self._cursors = cursors
+        self._counters = counters
+        self._forget_in_flight(target)
         self._forget(collect, deleted)
         if self._overflowing and self._bytes < self.max_bytes * _OVERFLOW_CLEAR:
             self._overflowing = False
             log.warning("buffer %s: below its size limit again (%d bytes)", self.path, self._bytes)
+        return lost
+
+    def _collect_in_steps(self, through: int) -> None:
+        """Delete acked rows a few at a time, folding the WAL in between, on a full disk.
+
+        Deleting a large backlog at once needs WAL room for every page it
+        touches, which a full disk does not have: the delete failed, nothing
+        was freed, and the buffer could never drain. Small steps need little
+        WAL each, and the pages they free are reused by the next appends.
+        """
+        while self._first_id <= through:
+            step = min(through, self._first_id + _COLLECT_STEP - 1)
+            try:
+                with self._transaction(durable=False) as conn:  # also writes the cursors held in memory
+                    deleted = self._delete_through(conn, step)
+            except sqlite3.Error as exc:
+                if not is_disk_full(exc):
+                    raise DurableBufferError(self.path, f"ack failed: {exc}") from exc
+                return  # the next ack tries again
+            self._forget(step, deleted)
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- dead letters ----------------------------------------------------
 

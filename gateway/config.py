@@ -55,6 +55,11 @@ class GatewaySection(_Section):
         description="where the buffer and the local store live (systemd sets STATE_DIRECTORY); "
         "a relative path is under the config file's folder",
     )
+    stall_timeout: Duration = Field(
+        default=120.0,
+        gt=0,
+        description="stop feeding the systemd watchdog when data has not moved this long (docs/deploy.md)",
+    )
 
 
 class BufferSection(_Section):

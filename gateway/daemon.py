@@ -27,6 +27,7 @@ from gateway.buffer import AsyncBuffer
 from gateway.clock import clock_synchronized
 from gateway.config import Config, ConfigError, load_config
 from gateway.dispatch import SinkDispatcher
+from gateway.liveness import Liveness
 from gateway.metrics import Metrics
 from gateway.sdnotify import Notifier
 from gateway.sink import Sink
@@ -72,6 +73,10 @@ class Daemon:
         self.ready = asyncio.Event()
         self.clock_check: Callable[[], bool | None] = clock_synchronized
         self.clock_synchronized: bool | None = None
+        self.liveness = Liveness(stall_after_s=config.base.gateway.stall_timeout)
+        self.stalled: str | None = None  # why data has stopped moving (then the watchdog is not fed)
+        self.reloads = {"ok": 0, "invalid": 0}  # in the status: a reload's outcome is observable
+        self._clock_known = True  # so that "unknown" at the first check is logged once
 
     # --- public control -----------------------------------------------------
 
@@ -131,7 +136,7 @@ class Daemon:
             flush_interval_s=cfg.buffer.flush_interval,
             flush_max_readings=cfg.buffer.flush_max_readings,
             metrics=self.metrics,
-            on_commit=self._notify_sinks,
+            on_commit=self._committed,
         )
         self._writer_task = asyncio.create_task(self.writer.run(), name="buffer-writer")
         await self._start_sinks()
@@ -168,6 +173,7 @@ class Daemon:
                 state_dir=str(self.state_dir),
                 writer=self.writer,
                 metrics=self.metrics,
+                on_commit_error=self.liveness.commit_failed,
             )
             self.supervisors[loaded.config.name] = supervisor
             supervisor.normaliser.observer = self.history.observer(loaded.config.name)
@@ -222,6 +228,10 @@ class Daemon:
                 return
             await asyncio.sleep(0.05)
 
+    def _committed(self) -> None:
+        self.liveness.committed()
+        self._notify_sinks()
+
     def _notify_sinks(self) -> None:
         for dispatcher in list(self.dispatchers.values()):  # a reload may swap them meanwhile
             dispatcher.notify()
@@ -239,6 +249,7 @@ class Daemon:
                 self._reload_requested.clear()
                 await self.reload()
             self._check_clock()
+            self._check_liveness()
             assert self.buffer is not None
             try:
                 # Also proves that the loop and the buffer thread are alive, so the
@@ -249,21 +260,47 @@ class Daemon:
             except Exception:
                 log.exception("cannot read buffer stats")
                 continue
+            if self.stalled is not None:
+                continue  # data has stopped moving: let systemd's watchdog restart us
             if watchdog_every is not None and time.monotonic() - last_watchdog >= watchdog_every:
                 self.notifier.watchdog()
                 last_watchdog = time.monotonic()
 
+    def _check_liveness(self) -> None:
+        stalled = self.liveness.stuck(
+            writer_task=self._writer_task, sink_tasks=self._sink_tasks, dispatchers=self.dispatchers
+        )
+        if stalled is not None and self.stalled is None:
+            log.error(
+                "data has stopped moving: %s; no longer feeding the systemd watchdog, so systemd restarts the "
+                "gateway (gateway.stall_timeout = %g s)",
+                stalled,
+                self.liveness.stall_after_s,
+            )
+        elif stalled is None and self.stalled is not None:
+            log.warning("data is moving again; feeding the watchdog again")
+        self.stalled = stalled
+
     def _check_clock(self) -> None:
         synced = self.clock_check()
-        if synced is not None:
-            self.metrics.clock_synchronized.set(1 if synced else 0)
+        # -1 says "cannot tell" (e.g. adjtimex refused by a sandbox and no timesyncd marker): an
+        # absent sample would look like a healthy gateway to an alert on == 0.
+        self.metrics.clock_synchronized.set(-1 if synced is None else 1 if synced else 0)
         if synced is False and self.clock_synchronized is not False:
             log.warning(
                 "the system clock is not synchronised (no NTP yet?): readings are timestamped with it and may be "
                 "wrong until it is. Check 'timedatectl' and the uplink; the gateway keeps running"
             )
+        elif synced is None and self._clock_known:
+            log.warning(
+                "cannot tell whether the system clock is synchronised (adjtimex refused, e.g. by ProtectClock, "
+                "and no /run/systemd/timesync/synchronized): status and gateway_clock_synchronized say unknown (-1)"
+            )
         elif synced and self.clock_synchronized is False:
             log.warning("the system clock is synchronised again")
+        elif synced is not None and not self._clock_known:
+            log.warning("the clock check answers again: synchronised=%s", synced)
+        self._clock_known = synced is not None
         self.clock_synchronized = synced
 
     async def _wait_event(self) -> None:
@@ -287,6 +324,7 @@ class Daemon:
             new = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
             self.metrics.config_reloads.labels("invalid").inc()
+            self.reloads["invalid"] += 1
             log.error("new config is invalid; KEEPING THE OLD CONFIG RUNNING. Fix these and reload again:\n%s", exc)
             self.notifier.ready("reload failed: invalid config, old config kept")
             return False
@@ -314,6 +352,7 @@ class Daemon:
         await self._start_sinks()
         self._start_sources()
         self.metrics.config_reloads.labels("ok").inc()
+        self.reloads["ok"] += 1
         log.info("config reloaded: %d sources, sinks %s", len(self.supervisors), ", ".join(self.dispatchers))
         self.notifier.ready(f"reloaded: {len(self.supervisors)} sources, {len(self.dispatchers)} sinks")
         return True
@@ -327,8 +366,10 @@ class Daemon:
             "gateway": self.config.gateway_name,
             "config": str(self.config.path) if self.config.path else None,
             "started_ns": self.started_ns,
-            "clock_synchronized": self.clock_synchronized,
+            "clock_synchronized": "unknown" if self.clock_synchronized is None else self.clock_synchronized,
             "updated_ns": time.time_ns(),
+            "stalled": self.stalled,
+            "reloads": dict(self.reloads),
             "sources": {name: s.status() for name, s in self.supervisors.items()},
             "sinks": {name: d.status() for name, d in self.dispatchers.items()},
             "buffer": asdict(stats) if stats is not None else None,

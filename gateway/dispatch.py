@@ -7,18 +7,26 @@ The core owns the retry taxonomy (``gateway.sink.Outcome``):
 - REJECTED: bisect down to the offending readings, dead-letter them (counted,
   inspectable with ``gateway buffer dead-letters``), deliver the rest.
 A dead sink only stops its own cursor; other sinks go on.
+
+The dispatcher is supervised like a driver: an exception out of the buffer
+(``take``, ``ack``, dead-lettering on a full disk) restarts its loop from the
+sink's cursor with capped backoff; it shows as ``failing`` with the error in
+the status and ``gateway_sink_up`` 0, is counted in
+``gateway_sink_dispatcher_restarts``, and is logged once on the way in and
+once on the way out. Nothing is lost: the batch in memory is read again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from gateway.aio import wait_event
-from gateway.buffer import AsyncBuffer, BufferedReading
+from gateway.buffer import AsyncBuffer, BufferedReading, BufferFullError
 from gateway.metrics import Metrics
 from gateway.scheduling import Backoff
 from gateway.sink import Outcome, SendResult, Sink
@@ -26,6 +34,8 @@ from gateway.sink import Outcome, SendResult, Sink
 log = logging.getLogger("gateway.dispatch")
 
 AUTH_RETRY_S = 60.0
+RESTART_INITIAL_S = 1.0
+RESTART_CAP_S = 60.0
 AUTH_REMINDER_S = 600.0
 IDLE_WAIT_S = 1.0
 
@@ -52,6 +62,10 @@ class SinkDispatcher:
         self.sent_total = 0
         self.dead_lettered_total = 0
         self.last_success_ns: int | None = None
+        self.restart_backoff = Backoff(initial_s=RESTART_INITIAL_S, cap_s=RESTART_CAP_S)
+        self.restarts = 0
+        self.broken: str | None = None  # the dispatcher itself fails (not the sink): buffer errors
+        self.broken_since: float | None = None  # time.monotonic() of the first failure of this streak
 
     def notify(self) -> None:
         """Called after each buffer commit: wake up if idle."""
@@ -64,7 +78,14 @@ class SinkDispatcher:
             log.exception("sink %s failed to open; will retry on send", self.name)
             self._down(f"open failed: {exc}")
         try:
-            await self._loop()
+            while True:
+                try:
+                    await self._loop()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._broke(exc)
+                    await asyncio.sleep(self.restart_backoff.next_delay())
         finally:
             try:
                 async with asyncio.timeout(10):
@@ -73,9 +94,12 @@ class SinkDispatcher:
                 log.exception("sink %s did not close cleanly", self.name)
 
     async def _loop(self) -> None:
+        # Always starts from the sink's cursor: after a restart the batch that
+        # was in memory is read again from the buffer.
         batch = await self.buffer.take(self.name, self.batch_size)
         while True:
             if not batch:
+                self._mended()  # the buffer answers and nothing is pending
                 self._new_data.clear()
                 await wait_event(self._new_data, IDLE_WAIT_S)
                 batch = await self.buffer.take(self.name, self.batch_size)
@@ -83,15 +107,56 @@ class SinkDispatcher:
             # Read the next batch while this one is on the wire.
             prefetch = asyncio.create_task(self.buffer.take(self.name, self.batch_size, after_id=batch[-1].id))
             try:
-                await self._deliver(batch)
-                await self.buffer.ack(self.name, batch[-1].id)
+                await self._deliver_batch(batch)
+                lost = await self.buffer.ack(self.name, batch[-1].id, first_id=batch[0].id)
             except BaseException:
                 prefetch.cancel()
+                with contextlib.suppress(BaseException):
+                    await prefetch  # never leave its exception unretrieved
                 raise
+            if lost and self.metrics is not None:
+                # drop_oldest deleted these while a batch of ours held them, and we read on past them.
+                self.metrics.buffer_dropped.labels("drop_oldest").inc(lost)
+            self._mended()
             batch = await prefetch
 
-    async def _deliver(self, items: Sequence[BufferedReading]) -> None:
-        """Deliver ``items`` or dead-letter the ones the sink refuses; returns when done."""
+    def _broke(self, exc: Exception) -> None:
+        self.restarts += 1
+        summary = f"dispatcher: {type(exc).__name__}: {exc}"
+        if self.metrics is not None:
+            self.metrics.sink_dispatcher_restarts.labels(self.name).inc()
+            self.metrics.sink_up.labels(self.name).set(0)
+        if self.broken != summary:
+            log.error("sink %s: the dispatcher failed (%s); restarting it from the sink's cursor with backoff",
+                      self.name, summary, exc_info=exc)  # fmt: skip
+        else:
+            log.debug("sink %s: the dispatcher failed again (%s)", self.name, summary)
+        if isinstance(exc, BufferFullError):
+            # A full disk (dead letters cannot be stored): the readings wait safely in the
+            # buffer and a restart of the daemon would not free space, so this is not "stuck".
+            self.broken_since = None
+        elif self.broken_since is None:
+            self.broken_since = time.monotonic()
+        self.broken = summary
+
+    def _mended(self) -> None:
+        if self.broken is not None:
+            log.warning("sink %s: the dispatcher works again", self.name)
+            self.broken = None
+            self.broken_since = None
+            self.restart_backoff.reset()
+            if self.metrics is not None and self.failing is None:
+                self.metrics.sink_up.labels(self.name).set(1)
+
+    async def _deliver_batch(self, items: Sequence[BufferedReading]) -> None:
+        """Deliver a batch; readings the sink refuses for good are dead-lettered together, logged once."""
+        refused: list[tuple[BufferedReading, str]] = []
+        await self._deliver(items, refused)
+        if refused:
+            await self._dead_letter(refused)
+
+    async def _deliver(self, items: Sequence[BufferedReading], refused: list[tuple[BufferedReading, str]]) -> None:
+        """Deliver ``items``; the ones the sink refuses for good are added to ``refused``."""
         while True:
             started = time.perf_counter()
             try:
@@ -114,11 +179,11 @@ class SinkDispatcher:
 
             if result.outcome in (Outcome.TOO_LARGE, Outcome.REJECTED):
                 if len(items) == 1:
-                    await self._dead_letter(items, result)
+                    refused.append((items[0], f"{result.outcome.value}: {result.detail}"[:1000]))
                     return
                 middle = len(items) // 2
-                await self._deliver(items[:middle])
-                await self._deliver(items[middle:])
+                await self._deliver(items[:middle], refused)
+                await self._deliver(items[middle:], refused)
                 return
 
             if self.metrics is not None:
@@ -131,17 +196,23 @@ class SinkDispatcher:
                 delay = result.retry_after_s if result.retry_after_s is not None else self.backoff.next_delay()
             await asyncio.sleep(min(delay, 3600.0))
 
-    async def _dead_letter(self, items: Sequence[BufferedReading], result: SendResult) -> None:
-        reason = f"{result.outcome.value}: {result.detail}"[:1000]
-        await self.buffer.dead_letter(self.name, items, reason)
-        self.dead_lettered_total += len(items)
+    async def _dead_letter(self, refused: Sequence[tuple[BufferedReading, str]]) -> None:
+        by_reason: dict[str, list[BufferedReading]] = {}
+        for item, reason in refused:
+            by_reason.setdefault(reason, []).append(item)
+        for reason, items in by_reason.items():
+            await self.buffer.dead_letter(self.name, items, reason)
+        self.dead_lettered_total += len(refused)
         if self.metrics is not None:
-            self.metrics.sink_dead_lettered.labels(self.name).inc(len(items))
-        r = items[0].reading
+            self.metrics.sink_dead_lettered.labels(self.name).inc(len(refused))
+        first, reason = refused[0]
+        r = first.reading
+        # One line per batch, not per reading: a bad device could otherwise flood the journal.
         log.error(
-            "sink %s refused a reading (device %s, %s, ts %d): %s; moved to the dead-letter table "
-            "(see: gateway buffer dead-letters)",
+            "sink %s refused %d reading(s) of a batch of this dispatcher, first: device %s, %s, ts %d: %s; "
+            "moved to the dead-letter table (see: gateway buffer dead-letters)",
             self.name,
+            len(refused),
             r.device,
             r.quantity,
             r.ts_ns,
@@ -174,15 +245,16 @@ class SinkDispatcher:
             log.warning("sink %s is accepting readings again", self.name)
             self.failing = None
         self.backoff.reset()
-        if self.metrics is not None:
+        if self.metrics is not None and self.broken is None:
             self.metrics.sink_up.labels(self.name).set(1)
 
     def status(self) -> dict[str, Any]:
         return {
             "type": self.sink.config.type,
-            "state": "failing" if self.failing else "ok",
-            "error": self.failing,
+            "state": "failing" if self.failing or self.broken else "ok",
+            "error": self.broken or self.failing,
             "sent": self.sent_total,
+            "restarts": self.restarts,
             "dead_lettered": self.dead_lettered_total,
             "last_success_ns": self.last_success_ns,
             **self.sink.status(),

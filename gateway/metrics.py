@@ -73,6 +73,12 @@ class Metrics:
         self.readings = Counter(
             "gateway_readings", "Readings by driver, device and outcome", ["driver", "device", "outcome"], registry=r
         )
+        self.readings_refused = Counter(
+            "gateway_readings_refused",
+            "Readings refused before the buffer because no store can hold them, by reason",
+            ["driver", "source", "reason"],
+            registry=r,
+        )
         self.poll_duration = Histogram(
             "gateway_poll_duration_seconds",
             "Duration of one poll of a source",
@@ -99,6 +105,12 @@ class Metrics:
         self.sink_retried = Counter("gateway_sink_retries", "Batch send retries", ["sink"], registry=r)
         self.sink_dead_lettered = Counter(
             "gateway_sink_dead_lettered_readings", "Readings moved to the dead-letter table", ["sink"], registry=r
+        )
+        self.sink_dispatcher_restarts = Counter(
+            "gateway_sink_dispatcher_restarts",
+            "Restarts of a sink's dispatcher after a buffer error (take, ack, dead-lettering)",
+            ["sink"],
+            registry=r,
         )
         self.sink_up = Gauge("gateway_sink_up", "1 if the sink's last send succeeded", ["sink"], registry=r)
         self.sink_send_duration = Histogram(

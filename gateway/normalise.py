@@ -2,14 +2,21 @@
 
 It gives every reading the source's tags, the canonical unit of its quantity
 (converting known aliases such as kW -> W), and drops only what no store can
-hold (NaN/inf), counting it. Problems are logged once per (source, device,
-quantity, problem), not on every poll.
+hold, counting it: NaN/inf (``gateway_readings{outcome="non_finite"}``), and a
+reading with a timestamp or a name no store can take (``gateway/validate.py``,
+``gateway_readings_refused{driver,source,reason}``), alone, so that it never
+fails the group commit of every source. Problems are logged once per (source,
+device, quantity, problem), not on every poll.
+
+The other outcomes are counted only once the readings are committed
+(``prepare`` then ``count``): a reading whose commit failed did not reach the buffer.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
@@ -17,6 +24,9 @@ from gateway.metrics import Metrics
 from gateway.model import Quality, Reading, make_reading
 from gateway.quantities import QUANTITIES, convert_to_canonical
 from gateway.tags import TagsCache
+from gateway.validate import ReadingValidator
+
+Outcomes = dict[tuple[str, str], int]  # (device, outcome) -> readings
 
 log = logging.getLogger("gateway.normalise")
 
@@ -28,6 +38,7 @@ class Normaliser:
         self.source_tags: Mapping[str, str] = MappingProxyType(dict(source_tags))
         self.metrics = metrics
         self._warned: set[tuple[str, str, str]] = set()
+        self.validator = ReadingValidator()
         # Sees every normalised batch (the status page's recent values, gateway/web/history.py); must be cheap.
         self.observer: Callable[[Sequence[Reading]], None] | None = None
         # A reading's tags merged over the source's, per distinct tag set: readings
@@ -42,18 +53,38 @@ class Normaliser:
             log.warning("source %s, device %s, %s: %s", self.source, device, quantity, message)
 
     def normalise(self, readings: Sequence[Reading]) -> list[Reading]:
+        """``prepare`` and ``count`` at once (for readings that are not committed one by one)."""
+        out, outcomes = self.prepare(readings)
+        self.count(outcomes)
+        return out
+
+    def count(self, outcomes: Outcomes) -> None:
+        """Count readings by outcome: call once they are committed."""
+        if self.metrics is not None:
+            for (device, outcome), n in outcomes.items():
+                self.metrics.readings.labels(self.driver, device, outcome).inc(n)
+
+    def prepare(self, readings: Sequence[Reading]) -> tuple[list[Reading], Outcomes]:
+        """The normalised readings and their outcomes; what is dropped or refused is counted now."""
         out: list[Reading] = []
         append = out.append
-        outcomes: dict[tuple[str, str], int] = {}
+        outcomes: Outcomes = {}
+        dropped: Outcomes = {}
         source = self.source
         merge = self._merged if self.source_tags else None
+        problem = self.validator.problem
+        now_ns = time.time_ns()
         for r in readings:
             device = r.device or source
             value = r.value
             if type(value) is float and not math.isfinite(value):
                 key = (device, "non_finite")
-                outcomes[key] = outcomes.get(key, 0) + 1
+                dropped[key] = dropped.get(key, 0) + 1
                 self._warn_once(device, r.quantity, "non_finite", f"value {value} cannot be stored; dropped (counted)")
+                continue
+            refused = problem(r, device, now_ns)
+            if refused is not None:
+                self._refuse(device, r.quantity, *refused)
                 continue
             outcome = _OUTCOME[r.quality]
             unit = r.unit
@@ -78,12 +109,18 @@ class Normaliser:
                 append(make_reading(r.ts_ns, r.site, r.gateway, device, r.quantity, value, unit, tags, r.quality))
             key = (device, outcome)
             outcomes[key] = outcomes.get(key, 0) + 1
-        if self.metrics is not None:
-            for (device, outcome), n in outcomes.items():
-                self.metrics.readings.labels(self.driver, device, outcome).inc(n)
+        if dropped:
+            self.count(dropped)
         if self.observer is not None:
             self.observer(out)
-        return out
+        return out, outcomes
+
+    def _refuse(self, device: str, quantity: str, reason: str, detail: str) -> None:
+        if self.metrics is not None:
+            self.metrics.readings_refused.labels(self.driver, self.source, reason).inc()
+        self._warn_once(
+            device if device.isprintable() else repr(device), repr(quantity), reason, f"{detail}; refused (counted)"
+        )
 
 
 _OUTCOME: dict[Quality, str] = {Quality.GOOD: "ok", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad"}

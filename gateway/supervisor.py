@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.aggregate import WindowAggregator
@@ -20,9 +20,9 @@ from gateway.config import LoadedSource
 from gateway.driver import Driver, DriverContext, PolledDriver, PushDriver
 from gateway.metrics import Metrics
 from gateway.model import Reading
-from gateway.normalise import Normaliser
+from gateway.normalise import Normaliser, Outcomes
 from gateway.scheduling import Backoff, aligned_ticks
-from gateway.writer import BufferWriter
+from gateway.writer import BufferCommitError, BufferWriter
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -44,8 +44,10 @@ class SourceSupervisor:
         writer: BufferWriter,
         metrics: Metrics | None,
         backoff: Backoff | None = None,
+        on_commit_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
         self.source = source
+        self.on_commit_error = on_commit_error  # the daemon's liveness check: is data still moving?
         self.config = source.config
         self.writer = writer
         self.metrics = metrics
@@ -75,15 +77,39 @@ class SourceSupervisor:
         self.aggregates_total = 0
 
     async def emit(self, readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
-        normalised = self.normaliser.normalise(readings)
+        normalised, outcomes = self.normaliser.prepare(readings)
         if self.aggregator is not None:
             # Held in memory until their window is sent (gateway/aggregate.py, "Durability").
             self.aggregator.add(normalised, time.time_ns())
+            self.normaliser.count(outcomes)
+            self.readings_total += len(normalised)
+        elif not wait_commit:
+            # Queued for the next commit; counted when it is committed (never, if given up: the writer counts those).
+            await self.writer.emit(normalised, wait_commit=False, on_committed=lambda: self._counted(normalised, outcomes))
         else:
-            await self.writer.emit(normalised, wait_commit=wait_commit)
-        self.readings_total += len(normalised)
+            # Counted once committed (a failed commit raises BufferCommitError: not counted). Shielded:
+            # if this source is cancelled (stop, reload) while its readings wait for the group commit,
+            # the writer still commits them, and they are counted then.
+            commit = asyncio.create_task(self._commit_counted(normalised, outcomes))
+            commit.add_done_callback(_retrieve)
+            await asyncio.shield(commit)
         if self.failing is not None and isinstance(self.driver, PushDriver):
             self._recovered()
+
+    async def _commit_counted(self, readings: Sequence[Reading], outcomes: Outcomes) -> None:
+        await self._commit(readings)
+        self._counted(readings, outcomes)
+
+    def _counted(self, readings: Sequence[Reading], outcomes: Outcomes) -> None:
+        self.normaliser.count(outcomes)
+        self.readings_total += len(readings)
+
+    async def _commit(self, readings: Sequence[Reading]) -> None:
+        try:
+            await self.writer.emit(readings)
+        except BufferCommitError as exc:
+            self.on_commit_error(exc)
+            raise
 
     def _failed(self, exc: BaseException, where: str) -> None:
         self.restarts += 1
@@ -129,7 +155,7 @@ class SourceSupervisor:
 
     async def _send(self, aggregates: Sequence[Reading]) -> None:
         if aggregates:
-            await self.writer.emit(aggregates)
+            await self._commit(aggregates)
             self.aggregates_total += len(aggregates)
 
     async def _run_driver(self) -> None:
@@ -201,3 +227,9 @@ class SourceSupervisor:
             "down_reasons": dict(self.ctx._down),  # device -> why, for the status page
             **({"detail": driver_status} if driver_status else {}),
         }
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    # Nobody awaits a shielded commit whose emitter was cancelled: retrieve its error here.
+    if not task.cancelled():
+        task.exception()

@@ -48,6 +48,7 @@ NOWAIT_ATTEMPTS = 3  # commits a queued (not awaited) reading takes part in befo
 class _Handover:
     readings: Sequence[Reading]
     future: asyncio.Future[None] | None  # None: the emitter did not wait for the commit
+    on_committed: Callable[[], None] | None = None
     attempts: int = 0
 
 
@@ -88,8 +89,16 @@ class BufferWriter:
         """Readings handed over and not yet committed."""
         return self._pending_count
 
-    async def emit(self, readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
-        """Hand readings over; return once committed, or once queued with ``wait_commit=False``."""
+    async def emit(
+        self,
+        readings: Sequence[Reading],
+        *,
+        wait_commit: bool = True,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        """Hand readings over; return once committed, or once queued with ``wait_commit=False``.
+
+        ``on_committed`` is called once they are committed (counting them then, not when queued)."""
         if not readings:
             return
         if self._closed:
@@ -98,10 +107,10 @@ class BufferWriter:
             while self._pending_count >= self.max_pending and not self._closed:
                 self._room.clear()
                 await self._room.wait()
-            self._queue(_Handover(readings, None))
+            self._queue(_Handover(readings, None, on_committed))
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue(_Handover(readings, future))
+        self._queue(_Handover(readings, future, on_committed))
         await future
 
     def _queue(self, handover: _Handover) -> None:
@@ -190,6 +199,11 @@ class BufferWriter:
         for handover in pending:
             if handover.future is not None and not handover.future.done():
                 handover.future.set_result(None)
+            if handover.on_committed is not None:
+                try:
+                    handover.on_committed()
+                except Exception:  # a counting hook must never stop the writer
+                    log.exception("on_committed hook failed")
         self._after_change()
         try:
             self.on_commit()

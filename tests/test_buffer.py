@@ -371,10 +371,7 @@ def test_full_disk_with_drop_newest_keeps_oldest_and_counts_exactly(path: Path) 
         assert buf.append([reading(appended)]).accepted == 1
 
 
-def test_full_disk_recovers_when_space_comes_back(
-    path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("gateway.buffer_disk.PROBE_S", 0.0)  # probe for space on every append
+def test_full_disk_recovers_when_space_comes_back(path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="gateway.buffer"), DurableBuffer(path) as buf:
         buf.set_sinks(["dead"])
         _limit_pages(buf, 10)

@@ -65,6 +65,9 @@ class Model:
     cursors: dict[str, int] = field(default_factory=dict)
     dropped_oldest: int = 0
     dropped_newest: int = 0
+    # drop_oldest deleted these while the only sink had taken them: dropped only if never acked
+    in_flight: set[int] = field(default_factory=set)
+    taken: dict[str, int] = field(default_factory=dict)  # per sink: highest id taken since reading from the cursor
 
     @property
     def bytes(self) -> int:
@@ -88,8 +91,12 @@ class Model:
                     dropped_old += 1
                 need = self.bytes + sum(sizes) - self.max_bytes
                 while need > 0:
-                    need -= logical_size(self.rows.pop(0)[1])
-                    dropped_old += 1
+                    row_id, r = self.rows.pop(0)
+                    need -= logical_size(r)
+                    if len(self.cursors) == 1 and self._held(row_id):
+                        self.in_flight.add(row_id)
+                    else:
+                        dropped_old += 1
         for r in kept:
             self.last_id += 1
             self.rows.append((self.last_id, r))
@@ -97,25 +104,52 @@ class Model:
         self.dropped_newest += dropped_new
         return len(kept), dropped_new, dropped_old
 
+    def _held(self, row_id: int) -> bool:
+        ((sink, cursor),) = self.cursors.items()
+        return cursor < row_id <= self.taken.get(sink, cursor)
+
+    def settle_all(self) -> None:
+        """What the dispatchers held in memory is gone (restart, new set of sinks)."""
+        self.dropped_oldest += len(self.in_flight)
+        self.in_flight.clear()
+        self.taken.clear()
+
     def collect(self) -> None:
         if self.cursors:
             floor = min(self.cursors.values())
             self.rows = [(i, r) for i, r in self.rows if i > floor]
 
     def set_sinks(self, names: list[str]) -> list[str]:
+        self.settle_all()
         removed = sorted(n for n in self.cursors if n not in names)
         start = self.rows[0][0] - 1 if self.rows else self.last_id
         self.cursors = {n: self.cursors.get(n, start) for n in names}
         self.collect()
         return removed
 
-    def ack(self, sink: str, up_to: int) -> None:
-        self.cursors[sink] = max(self.cursors[sink], min(up_to, self.last_id))
+    def ack(self, sink: str, up_to: int, first: int | None) -> int:
+        """Delivered: ids first..up_to. Returns the in-flight readings this settles as dropped."""
+        cursor = self.cursors[sink]
+        target = min(up_to, self.last_id)
+        if target <= cursor:
+            return 0
+        delivered_from = first if first is not None else cursor + 1
+        lost = [i for i in self.in_flight if i <= target and i < delivered_from]
+        self.in_flight -= {i for i in self.in_flight if i <= target}
+        self.dropped_oldest += len(lost)
+        self.cursors[sink] = target
         self.collect()
+        return len(lost)
 
     def take(self, sink: str, limit: int, after: int | None) -> list[tuple[int, Reading]]:
-        start = max(self.cursors[sink], after if after is not None else -1)
-        return [(i, r) for i, r in self.rows if i > start][:limit]
+        cursor = self.cursors[sink]
+        start = max(cursor, after if after is not None else -1)
+        if start == cursor:
+            self.taken[sink] = cursor
+        got = [(i, r) for i, r in self.rows if i > start][:limit]
+        if got:
+            self.taken[sink] = max(self.taken.get(sink, start), got[-1][0])
+        return got
 
 
 class BufferMachine(RuleBasedStateMachine):
@@ -165,8 +199,8 @@ class BufferMachine(RuleBasedStateMachine):
     def ack(self, data: st.DataObject) -> None:
         sink = data.draw(st.sampled_from(sorted(self.model.cursors)))
         up_to = data.draw(st.sampled_from([*self.seen_ids, self.model.last_id, self.model.last_id + 5]))
-        self.buf.ack(sink, up_to)
-        self.model.ack(sink, up_to)
+        first = data.draw(st.sampled_from([None, *self.seen_ids]))  # the delivered batch's first id
+        assert self.buf.ack(sink, up_to, first) == self.model.ack(sink, up_to, first)
 
     @rule()
     def crash(self) -> None:
@@ -180,11 +214,13 @@ class BufferMachine(RuleBasedStateMachine):
                 shutil.copyfile(f"{old}{suffix}", f"{self.path}{suffix}")
         self.buf.close()  # the old file is abandoned; closing only releases its lock
         self.buf = DurableBuffer(self.path, **self.options)  # type: ignore[arg-type]
+        self.model.settle_all()
 
     @rule()
     def reopen(self) -> None:
         self.buf.close()
         self.buf = DurableBuffer(self.path, **self.options)  # type: ignore[arg-type]
+        self.model.settle_all()
 
     @invariant()
     def stats_match_the_model(self) -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.buffer import AsyncBuffer
+from gateway.buffer import AsyncBuffer, BufferedReading, BufferFullError, logical_size
 from gateway.dispatch import SinkDispatcher
 from gateway.metrics import Metrics
 from gateway.model import Reading
 from gateway.scheduling import Backoff
 from gateway.sink import Outcome, SendResult, Sink, SinkConfig
+from gateway.writer import BufferWriter
 
 
 def readings(n: int, start: int = 0) -> list[Reading]:
@@ -131,7 +132,8 @@ async def test_rejected_readings_are_bisected_out_and_dead_lettered(buffer: Asyn
     await buffer.set_sinks(["a"])
     await buffer.append(readings(64))
     d = SinkDispatcher(sink, buffer, metrics=metrics, backoff=fast())
-    await run_until(lambda: len(sink.stored) == 62, d)
+    # The refused readings are dead-lettered together once the batch is through.
+    await run_until(lambda: len(sink.stored) == 62 and d.dead_lettered_total == 2, d)
     assert sink.stored == [v for v in range(64) if v not in poison]
     letters = await buffer.dead_letters("a")
     assert sorted(int(dl.reading.value) for dl in letters) == sorted(poison)  # type: ignore[arg-type]
@@ -197,3 +199,121 @@ async def test_a_dispatcher_woken_as_it_is_cancelled_still_stops(buffer: AsyncBu
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=3)
     assert task in done and task.cancelled()
+
+
+async def test_refused_readings_are_logged_once_per_batch(
+    buffer: AsyncBuffer, caplog: pytest.LogCaptureFixture
+) -> None:
+    poison = {3, 9, 20, 41}
+
+    def answer(values: list[int], call: int) -> SendResult:
+        bad = poison.intersection(values)
+        return SendResult(Outcome.REJECTED, f"bad value {min(bad)}") if bad else SendResult.ok()
+
+    sink = ScriptedSink("a", answer)
+    await buffer.set_sinks(["a"])
+    await buffer.append(readings(64))
+    caplog.set_level("ERROR", logger="gateway.dispatch")
+    d = SinkDispatcher(sink, buffer, backoff=fast())
+    await run_until(lambda: len(sink.stored) == 60 and d.dead_lettered_total == 4, d)
+    assert len(await buffer.dead_letters("a")) == 4
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1  # one batch: one line with the count and the first reason
+    assert "refused 4 reading(s)" in refused[0] and "bad value 3" in refused[0]
+
+
+class FlakyBuffer(AsyncBuffer):
+    """The real buffer, whose dead-lettering meets a full disk the first ``failures`` times."""
+
+    failures = 2
+
+    async def dead_letter(self, sink: str, items: Sequence[BufferedReading], reason: str) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise BufferFullError(self.path, f"disk full: {len(items)} dead letters not stored")
+        await super().dead_letter(sink, items, reason)
+
+
+async def test_a_dispatcher_that_fails_is_restarted_and_shows_failing_meanwhile(tmp_path: Path) -> None:
+    buffer = await FlakyBuffer.open(tmp_path / "buffer.sqlite")
+    try:
+        metrics = Metrics()
+        sink = ScriptedSink("a", lambda v, c: SendResult(Outcome.REJECTED, "bad") if 5 in v else SendResult.ok())
+        await buffer.set_sinks(["a"])
+        await buffer.append(readings(10))
+        d = SinkDispatcher(sink, buffer, metrics=metrics, backoff=fast())
+        d.restart_backoff = Backoff(initial_s=0.2, cap_s=0.2)
+        seen: list[dict[str, object]] = []
+        await run_until(lambda: seen.append(d.status()) or d.status()["state"] == "failing", d)
+        assert "BufferFullError" in str(d.status()["error"])
+        assert metrics.registry.get_sample_value("gateway_sink_up", {"sink": "a"}) == 0
+        await buffer.append(readings(10, start=10))
+        # The dispatcher task lives on: it restarts from the cursor and delivers everything once the disk has room.
+        await run_until(lambda: len(set(sink.stored)) == 19 and d.status()["state"] == "ok", d)
+        assert sorted(set(sink.stored)) == [v for v in range(20) if v != 5]
+        assert [int(dl.reading.value) for dl in await buffer.dead_letters("a")] == [5]  # type: ignore[arg-type]
+        restarts = metrics.registry.get_sample_value("gateway_sink_dispatcher_restarts_total", {"sink": "a"})
+        assert restarts is not None and restarts >= 2
+        assert metrics.registry.get_sample_value("gateway_sink_up", {"sink": "a"}) == 1
+        assert (await buffer.stats()).sinks["a"].pending == 0
+    finally:
+        await buffer.close()
+
+
+class GatedSink(ScriptedSink):
+    """Accepts everything, but its first send waits until the test opens the gate."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, lambda values, call: SendResult.ok())
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def send(self, batch: Sequence[Reading]) -> SendResult:
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().send(batch)
+
+
+@pytest.mark.parametrize("held_batch", ["delivered", "abandoned"])
+async def test_drop_counters_match_what_the_sink_received(tmp_path: Path, held_batch: str) -> None:
+    # drop_oldest deletes readings the dispatcher has already taken: they are dropped only
+    # if it does not deliver them after all (it is restarted and reads on from the buffer).
+    per_reading = logical_size(readings(1)[0])
+    buffer = await AsyncBuffer.open(tmp_path / "buffer.sqlite", max_bytes=40 * per_reading, sync="normal")
+    metrics = Metrics()
+    sink = GatedSink("a")
+    await buffer.set_sinks(["a"])
+    dispatcher = SinkDispatcher(sink, buffer, metrics=metrics, backoff=fast(), batch_size=10)
+    writer = BufferWriter(buffer, flush_interval_s=0.01, flush_max_readings=10, metrics=metrics,
+                          on_commit=lambda: dispatcher.notify())  # fmt: skip
+    writer_task = asyncio.create_task(writer.run())
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        await writer.emit(readings(30))
+        await asyncio.wait_for(sink.waiting.wait(), 10)  # batch 0..9 on the wire, 10..19 prefetched
+        for start in range(30, 130, 10):
+            await writer.emit(readings(10, start))  # overflow deletes the oldest, those in flight included
+        assert (await buffer.stats()).dropped_oldest_total < 100
+        if held_batch == "abandoned":
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            sink = ScriptedSink("a", lambda values, call: SendResult.ok())
+            dispatcher = SinkDispatcher(sink, buffer, metrics=metrics, backoff=fast(), batch_size=10)
+            task = asyncio.create_task(dispatcher.run())
+        else:
+            sink.gate.set()
+        async with asyncio.timeout(10):
+            while (await buffer.stats()).sinks["a"].pending:
+                await asyncio.sleep(0.01)
+        received = set(sink.stored)
+        assert len(received) == len(sink.stored)  # no duplicates
+        stats = await buffer.stats()
+        missing = 130 - len(received)
+        assert (held_batch == "delivered") == set(range(20)).issubset(received)
+        assert stats.dropped_oldest_total == missing > 0
+        assert metrics.registry.get_sample_value("gateway_buffer_dropped_total", {"policy": "drop_oldest"}) == missing
+    finally:
+        task.cancel()
+        writer_task.cancel()
+        await asyncio.gather(task, writer_task, return_exceptions=True)
+        await buffer.close()
