@@ -85,7 +85,9 @@ class SourceSupervisor:
             self.readings_total += len(normalised)
         elif not wait_commit:
             # Queued for the next commit; counted when it is committed (never, if given up: the writer counts those).
-            await self.writer.emit(normalised, wait_commit=False, on_committed=lambda: self._counted(normalised, outcomes))
+            await self.writer.emit(
+                normalised, wait_commit=False, on_committed=lambda: self._counted(normalised, outcomes)
+            )
         else:
             # Counted once committed (a failed commit raises BufferCommitError: not counted). Shielded:
             # if this source is cancelled (stop, reload) while its readings wait for the group commit,
