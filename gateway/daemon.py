@@ -137,6 +137,7 @@ class Daemon:
             flush_max_readings=cfg.buffer.flush_max_readings,
             metrics=self.metrics,
             on_commit=self._committed,
+            on_commit_failed=self.liveness.commit_failed,  # is data still moving? (gateway/liveness.py)
         )
         self._writer_task = asyncio.create_task(self.writer.run(), name="buffer-writer")
         await self._start_sinks()
@@ -173,7 +174,6 @@ class Daemon:
                 state_dir=str(self.state_dir),
                 writer=self.writer,
                 metrics=self.metrics,
-                on_commit_error=self.liveness.commit_failed,
             )
             self.supervisors[loaded.config.name] = supervisor
             supervisor.normaliser.observer = self.history.observer(loaded.config.name)

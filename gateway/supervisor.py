@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.aggregate import WindowAggregator
@@ -22,7 +22,7 @@ from gateway.metrics import Metrics
 from gateway.model import Reading
 from gateway.normalise import Normaliser, Outcomes
 from gateway.scheduling import Backoff, aligned_ticks
-from gateway.writer import BufferCommitError, BufferWriter
+from gateway.writer import BufferWriter
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -44,10 +44,8 @@ class SourceSupervisor:
         writer: BufferWriter,
         metrics: Metrics | None,
         backoff: Backoff | None = None,
-        on_commit_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
         self.source = source
-        self.on_commit_error = on_commit_error  # the daemon's liveness check: is data still moving?
         self.config = source.config
         self.writer = writer
         self.metrics = metrics
@@ -107,11 +105,7 @@ class SourceSupervisor:
         self.readings_total += len(readings)
 
     async def _commit(self, readings: Sequence[Reading]) -> None:
-        try:
-            await self.writer.emit(readings)
-        except BufferCommitError as exc:
-            self.on_commit_error(exc)
-            raise
+        await self.writer.emit(readings)
 
     def _failed(self, exc: BaseException, where: str) -> None:
         self.restarts += 1

@@ -62,6 +62,7 @@ class BufferWriter:
         max_pending: int | None = None,
         metrics: Metrics | None = None,
         on_commit: Callable[[], None] = lambda: None,
+        on_commit_failed: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
         self.buffer = buffer
         self.flush_interval_s = flush_interval_s
@@ -70,6 +71,7 @@ class BufferWriter:
         self.max_pending = max_pending if max_pending is not None else max(4 * flush_max_readings, 10_000)
         self.metrics = metrics
         self.on_commit = on_commit
+        self.on_commit_failed = on_commit_failed
         self._pending: list[_Handover] = []
         self._pending_count = 0
         self._wake = asyncio.Event()  # something was handed over
@@ -211,6 +213,10 @@ class BufferWriter:
             log.exception("on_commit hook failed")
 
     def _commit_failed(self, pending: list[_Handover], count: int, exc: Exception) -> None:
+        try:
+            self.on_commit_failed(exc)
+        except Exception:  # a hook must never stop the writer
+            log.exception("on_commit_failed hook failed")
         if not self._failing:
             self._failing = True
             log.exception("cannot commit %d readings to the buffer; retrying with the next commit", count)

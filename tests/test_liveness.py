@@ -20,7 +20,10 @@ from gateway.metrics import Metrics
 from gateway.sdnotify import Notifier
 from tests.test_daemon import seq_source, wait_for
 
-DOWN_SINK = '[[sinks]]\ntype = "influxdb"\nurl = "http://127.0.0.1:9"\norg = "o"\nbucket = "b"\ntoken = "t"\n'
+DOWN_SINK = (
+    '[[sinks]]\ntype = "influxdb"\nurl = "http://127.0.0.1:9"\norg = "o"\nbucket = "b"\n'
+    'token_env = "LIVENESS_TEST_TOKEN"\n'
+)
 
 
 class Systemd:
@@ -115,8 +118,9 @@ async def test_a_writer_that_cannot_commit_stops_the_pings_after_the_stall_timeo
 
 
 async def test_a_sink_that_is_down_with_readings_buffered_is_not_stuck(
-    tmp_path: Path, systemd: tuple[Systemd, Notifier]
+    tmp_path: Path, systemd: tuple[Systemd, Notifier], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("LIVENESS_TEST_TOKEN", "t")
     manager, notifier = systemd
     daemon = Daemon(load_config(config(tmp_path, DOWN_SINK)), metrics=Metrics(), notifier=notifier,
                     serve_metrics=False)  # fmt: skip
