@@ -135,6 +135,24 @@ async def test_rak3172_old_two_line_format_and_bad_events(running: Callable[...,
     assert run.errors == {"bad_event": 1}
 
 
+async def test_rak3172_noisy_lines_are_counted_not_fatal(running: Callable[..., Any]) -> None:
+    # issue 8: an RSSI of 5000 digits made int() raise ValueError, and a line over the
+    # reader's 64 KiB limit made readline() raise it; either one restarted the driver.
+    run: Run = await running("rak3172", codec="cayenne_lpp")
+    emu = run.emulator
+    await wait_for(lambda: isinstance(emu, RAK3172Emulator) and emu.receiving)
+    emu.write_line("+EVT:RXP2P:" + "9" * 5000 + ":11:0167")
+    assert isinstance(emu, RAK3172Emulator)
+    async with asyncio.timeout(5):  # the old driver died and never drained the pty
+        await emu.write_long_line("+EVT:" + "A" * 70_000)
+    emu.write_line("+EVT:RXP2P:-50:9:" + "03670110")
+    await wait_for(lambda: len(run.of("rssi")) == 1)
+    assert [r.value for r in run.of("temperature")] == [27.2]
+    assert run.errors["bad_event"] == 1 and run.errors["line_too_long"] >= 1
+    assert set(run.errors) <= {"bad_event", "line_too_long", "unexpected_line"}  # the long line's tail, if split
+    assert run.up == [True]  # never went down: the session was not restarted
+
+
 async def test_wrong_modem_type_goes_down_once_and_keeps_retrying(running: Callable[..., Any]) -> None:
     emulator = RN2483Emulator()
     emulator.start()
