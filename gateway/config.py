@@ -226,6 +226,8 @@ def load_config(path: str | Path, *, env: typing.Mapping[str, str] | None = None
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [ConfigProblem("", f"cannot read the file: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [ConfigProblem("", f"not UTF-8 text (byte {exc.start})")]) from exc
     return parse_config(text, source=str(path), path=path, env=env)
 
 
@@ -236,6 +238,8 @@ def parse_config(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {exc}")]) from exc
+    except RecursionError as exc:  # tomllib recurses per level: "a = [[[[..." 1000 deep
+        raise ConfigError(source, [ConfigProblem("", "not valid TOML: nested too deeply")]) from exc
     return build_config(raw, source=source, path=path, env=env)
 
 
@@ -253,8 +257,14 @@ def build_config(
         base = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         problems.extend(problems_from_validation(exc, GatewayConfig))
+        # Keep going with the sources and sinks, to report their problems too; an
+        # entry that is not a table (already reported above) stands as an empty one.
         base = GatewayConfig.model_validate(
-            {k: v for k, v in raw.items() if k in ("sources", "sinks") and isinstance(v, list)}
+            {
+                k: [item if isinstance(item, dict) else {} for item in v]
+                for k, v in raw.items()
+                if k in ("sources", "sinks") and isinstance(v, list)
+            }
         )
 
     sources = _load_plugins(base.sources, "sources", "driver", plugins.DRIVERS, SourceConfig, problems)
