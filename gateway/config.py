@@ -236,10 +236,10 @@ def parse_config(
 ) -> Config:
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {exc}")]) from exc
     except RecursionError as exc:  # tomllib recurses per level: "a = [[[[..." 1000 deep
         raise ConfigError(source, [ConfigProblem("", "not valid TOML: nested too deeply")]) from exc
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
+        raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {str(exc)[:200]}")]) from exc
     return build_config(raw, source=source, path=path, env=env)
 
 

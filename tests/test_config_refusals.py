@@ -16,6 +16,12 @@ def test_toml_nested_too_deeply_is_a_config_error(text: str) -> None:
         parse_config(text, source="gw.toml", env={})
 
 
+def test_an_integer_of_more_than_4300_digits_is_a_config_error() -> None:
+    # tomllib raised a plain ValueError (int() refuses more than 4300 digits), not TOMLDecodeError
+    with pytest.raises(ConfigError, match=r"gw\.toml: not valid TOML: Exceeds the limit"):
+        parse_config("[buffer]\nmax_bytes = " + "7" * 4301, source="gw.toml", env={})
+
+
 def test_a_source_that_is_not_a_table_is_a_config_error() -> None:
     # "sources = [1]" raised pydantic's ValidationError out of the fallback validation
     with pytest.raises(ConfigError) as info:
