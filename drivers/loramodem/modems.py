@@ -16,7 +16,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.drivers.loramodem.config import LoRaModemConfig
 
@@ -132,26 +132,35 @@ class RN2483(Modem):
         return line.startswith("radio_rx") or line == "radio_err"
 
     async def packets(self) -> AsyncIterator[Packet | BadLine]:
+        parser = RN2483Lines()
         while True:
             try:
                 line = await self.read_line(None)
             except LineTooLong as exc:
                 yield BadLine(exc.kind, "")
                 continue
+            item = parser.parse(line, time.time_ns())
             if line.startswith("radio_rx"):
-                ts = time.time_ns()
-                payload = _hex(line[8:].strip())
                 snr_line = await self.command("radio get snr", expect=_SNR)
                 await self.command("radio rx 0")  # the radio is idle after a packet
-                if payload is None:
-                    yield BadLine("bad_hex", line)
-                else:
-                    yield Packet(payload, ts, None, int(snr_line))
+                if isinstance(item, Packet):
+                    item = replace(item, snr=int(snr_line))
             elif line == "radio_err":
                 await self.command("radio rx 0")
-                yield BadLine("radio_err", line)
-            elif line:
-                yield BadLine("unexpected_line", line)
+            if item is not None:
+                yield item
+
+
+class RN2483Lines:
+    """RN2483 unsolicited lines -> packets (without SNR, which takes a command). Pure, so it can be fuzzed."""
+
+    def parse(self, line: str, ts_ns: int) -> Packet | BadLine | None:
+        if line.startswith("radio_rx"):
+            payload = _hex(line[8:].strip())
+            return BadLine("bad_hex", line) if payload is None else Packet(payload, ts_ns)
+        if line == "radio_err":
+            return BadLine("radio_err", line)
+        return BadLine("unexpected_line", line) if line else None
 
 
 _RUI3_EVENT = re.compile(r"\+EVT:RXP2P:(?P<rssi>-?[0-9]{1,4}):(?P<snr>-?[0-9]{1,4}):(?P<hex>[0-9A-Fa-f]*)")
