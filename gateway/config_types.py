@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -18,11 +19,13 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '10s', '500ms', '5m'")
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds = float(value) if abs(value) < 1e300 else math.inf  # float() of a 400-digit int raises
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _DURATION_FACTORS[m.group(2)]
     else:
         raise ValueError(f"expected a duration such as '10s', '500ms', '5m', got {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -42,7 +45,10 @@ def parse_byte_size(value: object) -> int:
     if isinstance(value, int):
         size = value
     elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(float(m.group(1)) * _SIZE_FACTORS[(m.group(2) or "B").upper()])
+        size_f = float(m.group(1)) * _SIZE_FACTORS[(m.group(2) or "B").upper()]
+        if not math.isfinite(size_f):  # 400 digits of "MB": int(inf) would raise OverflowError
+            raise ValueError(f"size out of range: {value[:40]!r}")
+        size = int(size_f)
     else:
         raise ValueError(f"expected a size such as '256MiB' or '2GB', got {value!r}")
     if size <= 0:

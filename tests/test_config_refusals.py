@@ -36,3 +36,24 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b'[gateway]\nsite = "caf\xe9"\n')
     with pytest.raises(ConfigError, match=r"gw.toml: not UTF-8 text \(byte 21\)"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('max_bytes = "' + "7" * 400 + 'MB"', "buffer.max_bytes"),  # int(inf) raised OverflowError
+        ("flush_interval = " + "7" * 400, "buffer.flush_interval"),  # float() of the int raised OverflowError
+        ('flush_interval = "' + "9" * 400 + 's"', "buffer.flush_interval"),  # an infinite duration was accepted
+    ],
+)
+def test_sizes_and_durations_beyond_float_range_are_config_errors(line: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"[buffer]\n{line}\n", source="gw.toml", env={})
+    assert [p.key_path for p in info.value.problems] == [key]
+
+
+def test_a_profile_name_too_long_for_the_file_system_is_a_config_error() -> None:
+    # Path.is_file() raised OSError (ENAMETOOLONG) out of the profile lookup
+    text = '[[sources]]\ndriver = "serial"\nname = "s"\nport = "/dev/x"\nprofile = "' + "p" * 300 + '"\n'
+    with pytest.raises(ConfigError, match=r"sources\[0\]: profile: no profile named 'ppp"):
+        parse_config(text, source="gw.toml", env={})
