@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -44,8 +44,11 @@ from gateway.simulators.lorawan.ns import (
 from gateway.simulators.serial.devices import gps_frames, make_frame, nmea_sentence, pms5003_frame, sds011_frame
 from pydantic import ValidationError
 
+from gateway.buffer_codec import encode_value as encode_stored_value
 from gateway.config import ConfigError, parse_config
 from gateway.driver import DriverContext
+from gateway.model import Reading
+from gateway.normalise import Normaliser
 from gateway.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +136,19 @@ def mutate_json_leaf(rng: random.Random, seed: bytes) -> bytes:
         parent, key = path[-1]
         parent[key] = rng.choice(JSON_VALUES)
     return head + sep + json.dumps(doc).encode() + tail
+
+
+class Unstorable(Exception):
+    """A decoder made a reading the buffer cannot commit: it would fail every commit it is part of."""
+
+
+def storable(readings: Sequence[Reading]) -> Sequence[Reading]:
+    """Check what the buffer needs beyond the Reading type: a 64-bit timestamp and an encodable value."""
+    for r in readings:
+        if not -(2**63) <= r.ts_ns < 2**63:
+            raise Unstorable(f"ts_ns {r.ts_ns} does not fit the buffer's 64-bit column")
+        encode_stored_value(r.value)  # raises on a type the buffer cannot keep
+    return readings
 
 
 # --- Modbus ----------------------------------------------------------------------
@@ -273,11 +289,13 @@ def _lorawan_target(server: Server) -> Target:
     logger.addHandler(logging.NullHandler())
     ctx = DriverContext(site="s", gateway="g", source="fuzz", driver="lorawan", logger=logger)
     driver = LoRaWANDriver(config, ctx)
+    normaliser = Normaliser(driver="lorawan", source="fuzz", source_tags={}, metrics=None)
 
     def run(data: bytes) -> object:
         # "<topic>\n<payload>": the topic decides the event type, and is fuzzed too.
         topic, _, payload = data.partition(b"\n")
-        return driver.process(topic.decode("utf-8", "replace"), payload, [])
+        readings = driver.process(topic.decode("utf-8", "replace"), payload, [])
+        return storable(normaliser.normalise(readings))
 
     app = config.application
     now = time.time_ns()
