@@ -110,10 +110,20 @@ class DriverContext:
         source: a poison message must not come back forever. Raises only if the
         buffer cannot store it (disk full); the driver must not acknowledge then.
         """
+        await self.keep_rejected([self.rejection(raw, kind, detail, device=device)])
+
+    def rejection(self, raw: bytes, kind: str, detail: str = "", *, device: str = "") -> RejectedMessage:
+        """Count a refused message and describe it, for ``keep_rejected`` (several in one buffer write)."""
         self.count_error(kind, device)
-        reason = f"{kind}: {detail}" if detail else kind
         raw = bytes(raw)
-        await self.reject_hook([RejectedMessage(self.source, self.driver, device, raw, len(raw), reason, now_ns())])
+        return RejectedMessage(
+            self.source, self.driver, device, raw, len(raw), f"{kind}: {detail}" if detail else kind, now_ns()
+        )
+
+    async def keep_rejected(self, items: Sequence[RejectedMessage]) -> None:
+        """Store rejections in the buffer in one transaction; returns once they are durable."""
+        if items:
+            await self.reject_hook(items)
 
     def observe_poll(self, seconds: float) -> None:
         """Record how long one poll/transaction cycle took (``gateway_poll_duration_seconds``)."""

@@ -22,6 +22,7 @@ from gateway.drivers.lorawan.devices import DeviceTable, ResolvedDevice
 from gateway.drivers.lorawan.events import PARSERS, EventError, Join, Status, Uplink
 from gateway.drivers.lorawan.readings import object_values, status_readings, uplink_readings
 
+from gateway.buffer import RejectedMessage
 from gateway.config_types import resolve_secret
 from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
 from gateway.model import Reading
@@ -144,9 +145,11 @@ class LoRaWANDriver(PushDriver):
         """
         readings: list[Reading] = []
         remembered: list[list[Key]] = []
+        rejected: list[RejectedMessage] = []
         for message in batch:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            readings.extend(await self.process_or_reject(message.topic.value, payload, remembered))
+            readings.extend(self.process_or_reject(message.topic.value, payload, remembered, rejected))
+        await self.ctx.keep_rejected(rejected)  # one buffer write for a batch full of garbage
         if not readings:
             return
         try:
@@ -159,8 +162,10 @@ class LoRaWANDriver(PushDriver):
             raise
         self.counters["readings"] += len(readings)
 
-    async def process_or_reject(self, topic: str, payload: bytes, remembered: list[list[Key]]) -> list[Reading]:
-        """``process``, with any message it refuses or fails on handed to ``ctx.reject``."""
+    def process_or_reject(
+        self, topic: str, payload: bytes, remembered: list[list[Key]], rejected: list[RejectedMessage]
+    ) -> list[Reading]:
+        """``process``; a message it refuses or fails on is counted and added to ``rejected``."""
         try:
             return self.process(topic, payload, remembered)
         except EventError as exc:
@@ -172,7 +177,7 @@ class LoRaWANDriver(PushDriver):
                 self.ctx.logger.exception("%s: cannot process this message; it is kept as rejected", topic)
         self.counters["rejected"] += 1
         self._log_problem(kind, f"{topic}: {detail}"[:300])
-        await self.ctx.reject(payload, kind, f"{topic}: {detail}"[:1000])
+        rejected.append(self.ctx.rejection(payload, kind, f"{topic}: {detail}"[:1000]))
         return []
 
     def process(self, topic: str, payload: bytes, remembered: list[list[Key]]) -> list[Reading]:

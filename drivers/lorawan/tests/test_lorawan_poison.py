@@ -110,7 +110,27 @@ async def test_any_exception_while_processing_rejects_that_message_only(monkeypa
     monkeypatch.setattr(driver, "process", buggy)
     sim = NetworkServerSim(host="", port=0, server="chirpstack", devices=make_devices(1, "cayenne_lpp"))
     (topic, body), *_ = sim.next_messages()
-    assert await driver.process_or_reject(topic + "/bug", b"\x00raw", []) == []
-    assert await driver.process_or_reject(topic, body, []) != []
+    rejected: list[RejectedMessage] = []
+    assert driver.process_or_reject(topic + "/bug", b"\x00raw", [], rejected) == []
+    assert driver.process_or_reject(topic, body, [], rejected) != []
+    await h.ctx.keep_rejected(rejected)
     assert h.errors == {"decode_failed": 1}
     assert [(m.raw, m.reason) for m in kept] == [(b"\x00raw", f"decode_failed: {topic}/bug: ZeroDivisionError: a bug")]
+
+
+async def test_a_batch_of_garbage_is_kept_in_one_buffer_write() -> None:
+    h = Harness(server="chirpstack", host="127.0.0.1", port=1, default_codec="cayenne_lpp")
+    writes: list[list[RejectedMessage]] = []
+
+    async def keep(items: Sequence[RejectedMessage]) -> None:
+        writes.append(list(items))
+
+    h.ctx.reject_hook = keep
+    sim = NetworkServerSim(host="", port=0, server="chirpstack", devices=make_devices(1, "cayenne_lpp"))
+    (topic, body), *_ = sim.next_messages()
+    garbage = [aiomqtt.Message(topic, b"{garbage %d" % i, 1, False, i + 1, None) for i in range(50)]
+    good = aiomqtt.Message(topic, body, 1, False, 99, None)
+    await h.driver.handle_batch([*garbage[:25], good, *garbage[25:]], h.emit)
+    assert [len(items) for items in writes] == [50]  # one transaction, not fifty fsyncs
+    assert [m.raw for m in writes[0]] == [m.payload for m in garbage]
+    assert len(h.of("frame_counter")) == 1 and h.errors == {"malformed_json": 50}
