@@ -293,6 +293,7 @@ def cmd_buffer_stats(args: argparse.Namespace) -> int:
     print(f"  oldest        {oldest}")
     print(f"  dropped       {stats.dropped_oldest_total} oldest, {stats.dropped_newest_total} newest (ever)")
     print(f"  dead letters  {stats.dead_letters_total}")
+    print(f"  rejected      {stats.rejected_total} messages drivers could not decode (ever)")
     rows = [[s.name, str(s.acked_id), str(s.pending), _iso(s.oldest_pending_ts_ns) if s.oldest_pending_ts_ns else "-",
              str(s.dead_letters)] for s in stats.sinks.values()]  # fmt: skip
     if rows:

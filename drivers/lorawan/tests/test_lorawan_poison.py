@@ -89,6 +89,13 @@ async def test_poison_message_is_rejected_acknowledged_and_listed(mosquitto: Mos
     (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
     assert row["rejected_by"] == "lns" and row["reason"] == kept[0].reason
     assert json.loads(row["raw"])["fCnt"] == "\u00b2"
+    stats_text = subprocess.run(
+        [sys.executable, "-m", "gateway", "buffer", "stats", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "rejected      1 messages" in stats_text.stdout, stats_text.stdout + stats_text.stderr
 
 
 async def test_any_exception_while_processing_rejects_that_message_only(monkeypatch: pytest.MonkeyPatch) -> None:
