@@ -177,7 +177,9 @@ class LoRaWANDriver(PushDriver):
                 self.ctx.logger.exception("%s: cannot process this message; it is kept as rejected", topic)
         self.counters["rejected"] += 1
         self._log_problem(kind, f"{topic}: {detail}"[:300])
-        rejected.append(self.ctx.rejection(payload, kind, f"{topic}: {detail}"[:1000]))
+        parts = topic.split("/")  # .../device/{devEui}/event/up, v3/{app}/devices/{device_id}/up
+        device = parts[3] if len(parts) > 4 else ""
+        rejected.append(self.ctx.rejection(payload, kind, f"{topic}: {detail}"[:1000], device=device[:64]))
         return []
 
     def process(self, topic: str, payload: bytes, remembered: list[list[Key]]) -> list[Reading]:

@@ -76,7 +76,7 @@ async def test_poison_message_is_rejected_acknowledged_and_listed(mosquitto: Mos
     kept = await buffer.rejected()
     await buffer.close()
     assert stats.readings == len(h1.readings) + len(h2.readings) and stats.rejected_total == 1
-    assert [(m.source, m.driver, m.raw) for m in kept] == [("lns", "lorawan", poison)]
+    assert [(m.source, m.driver, m.device, m.raw) for m in kept] == [("lns", "lorawan", topic.split("/")[3], poison)]
     assert kept[0].reason.startswith(f"bad_field: {topic}: fCnt is not an integer")
 
     listed = subprocess.run(
