@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.disable(logging.WARNING)  # decoders log the first problem of each kind; a million inputs have them all
+    warnings.simplefilter("ignore")  # e.g. re's FutureWarning on a fuzzed regex pattern in a config
     all_targets = targets()
     if args.replay:
         name, path = args.replay
