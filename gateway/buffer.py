@@ -26,6 +26,7 @@ from gateway.buffer_types import (
     BufferStats,
     DeadLetter,
     DurableBufferError,
+    RejectedMessage,
     SinkStats,
     UnknownSinkError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "DurableBuffer",
     "DurableBufferError",
     "Overflow",
+    "RejectedMessage",
     "SinkStats",
     "Sync",
     "UnknownSinkError",
@@ -100,6 +102,12 @@ class AsyncBuffer:
 
     async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
         return await self._call(self._buffer.dead_letters, sink, limit)
+
+    async def reject(self, items: Sequence[RejectedMessage]) -> None:
+        await self._call(self._buffer.reject, items)
+
+    async def rejected(self, source: str | None = None, limit: int = 100) -> list[RejectedMessage]:
+        return await self._call(self._buffer.rejected, source, limit)
 
     async def stats(self) -> BufferStats:
         return await self._call(self._buffer.stats)

@@ -24,7 +24,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     series INTEGER NOT NULL, ts_ns INTEGER NOT NULL, value, kind INTEGER NOT NULL, quality INTEGER NOT NULL,
     reason TEXT NOT NULL, dead_at_ns INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS dead_letters_by_sink ON dead_letters (sink, seq);
+CREATE TABLE IF NOT EXISTS rejected (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, driver TEXT NOT NULL, device TEXT NOT NULL,
+    raw BLOB NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL, rejected_at_ns INTEGER NOT NULL);
 """
+# The rejected table was added without a version bump: CREATE IF NOT EXISTS
+# adds it to an older file, and an older gateway ignores it.
 
 # 1000 pages of 4 KiB: the WAL is checkpointed every ~4 MB, often enough to
 # keep it small, rarely enough that a checkpoint is amortised over many batches.

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from gateway import buffer_deadletters as deadletters
+from gateway import buffer_rejected as rejected
 from gateway.buffer_codec import ROW_OVERHEAD, SqlValue, decode_value, encode_value, quality_of
 from gateway.buffer_disk import DiskGuard, is_disk_full
 from gateway.buffer_schema import connect, connect_read_only
@@ -37,6 +38,7 @@ from gateway.buffer_types import (
     BufferStats,
     DeadLetter,
     DurableBufferError,
+    RejectedMessage,
     SinkStats,
     UnknownSinkError,
 )
@@ -53,7 +55,7 @@ _SELECT: Final = "SELECT id, series, ts_ns, value, kind, quality FROM readings W
 # dropped_in_flight: readings drop_oldest deleted while the only sink's dispatcher
 # held them in memory; counted as dropped only if they are never acknowledged
 # (see ``_settle_in_flight``), all of them at the next open after a crash.
-_COUNTERS: Final = ("dropped_oldest", "dropped_newest", "dead_letters", "dropped_in_flight")
+_COUNTERS: Final = ("dropped_oldest", "dropped_newest", "dead_letters", "dropped_in_flight", "rejected")
 
 _OVERFLOW_CLEAR: Final = 0.9  # overflow "recovers" once below 90 % of the budget
 # The newest readings are also kept in memory (the "tail"), so that a sink
@@ -76,6 +78,7 @@ class DurableBuffer:
         overflow: Overflow = "drop_oldest",
         sync: Sync = "full",
         max_dead_letters: int = 10_000,
+        max_rejected: int = 1_000,
         read_only: bool = False,
         tail_max: int = _TAIL_MAX,
     ) -> None:
@@ -93,6 +96,7 @@ class DurableBuffer:
         self.overflow: Overflow = overflow
         self.sync: Sync = sync
         self.max_dead_letters = max_dead_letters
+        self.max_rejected = max_rejected
         self.read_only = read_only
         self.tail_max = tail_max
         self._lock_fd: int | None = None
@@ -610,6 +614,33 @@ class DurableBuffer:
         """The newest dead letters first, of one sink or of all."""
         return deadletters.select(self._conn, self._series, sink, limit)
 
+    # -- rejected messages -----------------------------------------------
+
+    def reject(self, items: Sequence[RejectedMessage]) -> None:
+        """Keep messages drivers refused for good (raw bytes and reason), newest ``max_rejected``.
+
+        Durable when it returns, so the driver may acknowledge the message to its
+        source. Raises BufferFullError if the disk is full (nothing written; the
+        driver must not acknowledge then).
+        """
+        if not items:
+            return
+        counters = {**self._counters, "rejected": self._counters["rejected"] + len(items)}
+        try:
+            with self._transaction() as conn:
+                rejected.insert(conn, items, self.max_rejected)
+                self._write_counters(conn, counters)
+        except sqlite3.Error as exc:
+            if is_disk_full(exc):
+                self._disk.full(self._bytes, self.overflow)
+                raise BufferFullError(self.path, f"disk full: {len(items)} rejected messages not stored") from exc
+            raise DurableBufferError(self.path, f"reject failed: {exc}") from exc
+        self._counters = counters
+
+    def rejected(self, source: str | None = None, limit: int = 100) -> list[RejectedMessage]:
+        """The newest rejected messages first, of one source or of all."""
+        return rejected.select(self._conn, source, limit)
+
     # -- stats / close ---------------------------------------------------
 
     def _ts_of(self, row_id: int) -> int | None:
@@ -640,6 +671,7 @@ class DurableBuffer:
             dead_letters_total=self._counters["dead_letters"],
             sinks=sinks,
             disk_full_events=self._disk.events,
+            rejected_total=self._counters["rejected"],
         )
 
     def close(self) -> None:

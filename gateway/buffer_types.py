@@ -51,6 +51,7 @@ class BufferStats:
     dead_letters_total: int  # readings ever dead-lettered (persisted)
     sinks: dict[str, SinkStats]
     disk_full_events: int = 0  # SQLITE_FULL errors met by this process
+    rejected_total: int = 0  # messages drivers ever rejected (persisted); the newest are kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,23 @@ class DeadLetter:
     reading: Reading
     reason: str
     dead_at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedMessage:
+    """A message a driver refused for good (undecodable), kept so that someone can look at it.
+
+    The driver then acknowledges it to its source: a poison message must not be
+    redelivered forever nor block the good ones queued behind it.
+    """
+
+    source: str
+    driver: str
+    device: str  # "" when the message did not say
+    raw: bytes  # as received; the buffer keeps the first MAX_REJECTED_RAW bytes
+    size: int  # length as received
+    reason: str  # "<kind>: <detail>"
+    rejected_at_ns: int
 
 
 class DurableBufferError(Exception):

@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], make: Cal
     common(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_buffer_stats)
-    p = make("dead-letters", buf_sub, "readings a sink refused (400/422), with the reason",
+    p = make("dead-letters", buf_sub, "readings a sink refused (400/422), messages a driver rejected",
              "gateway buffer dead-letters -c gw.toml --sink influxdb")  # fmt: skip
     common(p)
     p.add_argument("--sink")
@@ -316,6 +316,7 @@ def cmd_buffer_stats(args: argparse.Namespace) -> int:
     print(f"  oldest        {oldest}")
     print(f"  dropped       {stats.dropped_oldest_total} oldest, {stats.dropped_newest_total} newest (ever)")
     print(f"  dead letters  {stats.dead_letters_total}")
+    print(f"  rejected      {stats.rejected_total} messages drivers could not decode (ever)")
     rows = [[s.name, str(s.acked_id), str(s.pending), _iso(s.oldest_pending_ts_ns) if s.oldest_pending_ts_ns else "-",
              str(s.dead_letters)] for s in stats.sinks.values()]  # fmt: skip
     if rows:
@@ -333,16 +334,26 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     try:
         letters = buffer.dead_letters(args.sink, args.limit)
+        rejected = [] if args.sink else buffer.rejected(None, args.limit)
     finally:
         buffer.close()
     if args.json:
         for d in letters:
             print(json.dumps({"sink": d.sink, "reason": d.reason, "dead_at": _iso(d.dead_at_ns),
                               **reading_dict(d.reading)}))  # fmt: skip
+        for m in rejected:
+            print(json.dumps({"rejected_by": m.source, "driver": m.driver, "device": m.device, "reason": m.reason,
+                              "rejected_at": _iso(m.rejected_at_ns), "size": m.size,
+                              "raw": m.raw.decode("utf-8", "backslashreplace")}))  # fmt: skip
         return EXIT_OK
     if not letters:
         print("no dead letters")
-        return EXIT_OK
-    print_table([[d.sink, *_row(d.reading)[:5], d.reason[:80]] for d in letters],
-                ["sink", "time (UTC)", "device", "quantity", "value", "unit", "reason"])  # fmt: skip
+    else:
+        print_table([[d.sink, *_row(d.reading)[:5], d.reason[:80]] for d in letters],
+                    ["sink", "time (UTC)", "device", "quantity", "value", "unit", "reason"])  # fmt: skip
+    if rejected:
+        # Messages a driver could not decode at all (no reading came of them), newest first.
+        print()
+        print_table([[m.source, _iso(m.rejected_at_ns), m.device or "-", m.reason[:60], repr(m.raw[:40])[2:-1]]
+                     for m in rejected], ["rejected by", "time (UTC)", "device", "reason", "raw (start)"])  # fmt: skip
     return EXIT_OK

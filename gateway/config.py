@@ -238,8 +238,10 @@ def parse_config(
 ) -> Config:
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {exc}")]) from exc
+    except RecursionError as exc:  # tomllib recurses per level: "a = [[[[..." 1000 deep
+        raise ConfigError(source, [ConfigProblem("", "not valid TOML: nested too deeply")]) from exc
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
+        raise ConfigError(source, [ConfigProblem("", f"not valid TOML: {str(exc)[:200]}")]) from exc
     return build_config(raw, source=source, path=path, env=env)
 
 
@@ -264,8 +266,14 @@ def build_config(
         base = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         problems.extend(problems_from_validation(exc, GatewayConfig))
+        # Keep going with the sources and sinks, to report their problems too; an
+        # entry that is not a table (already reported above) stands as an empty one.
         base = GatewayConfig.model_validate(
-            {k: v for k, v in raw.items() if k in ("sources", "sinks") and isinstance(v, list)}
+            {
+                k: [item if isinstance(item, dict) else {} for item in v]
+                for k, v in raw.items()
+                if k in ("sources", "sinks") and isinstance(v, list)
+            }
         )
     if base.metrics.enabled and (exposed := config_checks.metrics_listen_warning(base.metrics.listen)):
         warnings_.append(exposed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path, PurePath
@@ -56,11 +57,13 @@ SIZE_HELP = "not a size; write a number with a unit B, KB, MB, GB, KiB, MiB or G
 def parse_duration(value: object) -> float:
     """'250ms', '10s', '5m', '1h', '7d' or a number of seconds -> seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        seconds = float(value) if abs(value) < 1e300 else math.inf  # float() of a 400-digit int raises
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _DURATION_FACTORS[m.group(2)]
     else:
         raise ValueError(DURATION_HELP)
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -78,7 +81,10 @@ def parse_byte_size(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(float(m.group(1)) * _SIZE_FACTORS[(m.group(2) or "B").upper()])
+        size_f = float(m.group(1)) * _SIZE_FACTORS[(m.group(2) or "B").upper()]
+        if not math.isfinite(size_f):  # 400 digits of "MB": int(inf) would raise OverflowError
+            raise ValueError(f"size out of range: {value[:40]!r}")
+        size = int(size_f)
     else:
         raise ValueError(SIZE_HELP)
     if size <= 0:

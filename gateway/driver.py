@@ -9,7 +9,10 @@ A driver that raises out of ``poll``/``run``/``start`` is closed and restarted
 by the core with capped, jittered backoff and counted in
 ``gateway_driver_restarts_total``; it never takes down the daemon or another
 driver. Per-field problems (one bad register, one corrupt frame) should not
-raise: report them with ``ctx.count_error(kind)`` and carry on.
+raise: report them with ``ctx.count_error(kind)`` and carry on. A whole message
+that cannot be decoded and that its source would redeliver (an MQTT uplink) is
+refused with ``await ctx.reject(raw, kind, detail)``: counted, kept in the
+buffer for inspection, and then acknowledged like a good one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.aggregate import AggregateConfig
+from gateway.buffer_types import RejectedMessage
 from gateway.config_types import Duration
 from gateway.model import Quality, Reading, Value, make_reading, now_ns
 from gateway.tags import EMPTY_TAGS
@@ -57,6 +61,10 @@ class SourceConfig(BaseModel):
     )
 
 
+async def _keep_nothing(items: Sequence[RejectedMessage]) -> None:
+    """Default reject hook (unit tests without a buffer)."""
+
+
 @dataclass(slots=True)
 class DriverContext:
     """What the core hands a driver: identity, a reading factory and error counting."""
@@ -71,6 +79,7 @@ class DriverContext:
     count_error_hook: Callable[[str, str, str], None] = field(default=lambda d, s, k: None)
     observe_poll_hook: Callable[[str, str, float], None] = field(default=lambda d, s, secs: None)
     device_up_hook: Callable[[str, str, str, bool], None] = field(default=lambda d, s, dev, up: None)
+    reject_hook: Callable[[Sequence[RejectedMessage]], Awaitable[None]] = field(default=_keep_nothing)
     _down: dict[str, str] = field(default_factory=dict)
 
     def reading(
@@ -102,6 +111,29 @@ class DriverContext:
         Shows up as ``gateway_driver_errors_total{driver,source,kind}``.
         """
         self.count_error_hook(self.driver, self.source, kind)
+
+    async def reject(self, raw: bytes, kind: str, detail: str = "", *, device: str = "") -> None:
+        """Refuse a whole message for good: count ``kind`` and keep the raw bytes with the reason.
+
+        Returns once the message is stored in the buffer (``gateway buffer
+        dead-letters`` lists it), so the driver may then acknowledge it to its
+        source: a poison message must not come back forever. Raises only if the
+        buffer cannot store it (disk full); the driver must not acknowledge then.
+        """
+        await self.keep_rejected([self.rejection(raw, kind, detail, device=device)])
+
+    def rejection(self, raw: bytes, kind: str, detail: str = "", *, device: str = "") -> RejectedMessage:
+        """Count a refused message and describe it, for ``keep_rejected`` (several in one buffer write)."""
+        self.count_error(kind, device)
+        raw = bytes(raw)
+        return RejectedMessage(
+            self.source, self.driver, device, raw, len(raw), f"{kind}: {detail}" if detail else kind, now_ns()
+        )
+
+    async def keep_rejected(self, items: Sequence[RejectedMessage]) -> None:
+        """Store rejections in the buffer in one transaction; returns once they are durable."""
+        if items:
+            await self.reject_hook(items)
 
     def observe_poll(self, seconds: float) -> None:
         """Record how long one poll/transaction cycle took (``gateway_poll_duration_seconds``)."""

@@ -36,26 +36,37 @@ def search_dirs(extra: list[Path] | None = None) -> list[Path]:
     return dirs
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system (ENAMETOOLONG), an unreadable directory
+        return False
+
+
 def find_profile(name: str, extra: list[Path] | None = None) -> Path:
     if name.endswith(".toml") or "/" in name:
         path = Path(name)
-        if path.is_file():
+        if _is_file(path):
             return path
-        raise ProfileError(f"profile file {name} does not exist")
+        raise ProfileError(f"profile file {name[:200]} does not exist")
     for directory in search_dirs(extra):
         candidate = directory / f"{name}.toml"
-        if candidate.is_file():
+        if _is_file(candidate):
             return candidate
     available = ", ".join(list_profiles(extra)) or "none"
-    raise ProfileError(f"no profile named {name!r}; available: {available}")
+    raise ProfileError(f"no profile named {name[:80]!r}; available: {available}")
 
 
 def load_profile(name: str, extra: list[Path] | None = None) -> tuple[Path, dict[str, Any]]:
     path = find_profile(name, extra)
     try:
         return path, tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from exc
+    except RecursionError as exc:
+        raise ProfileError(f"{path}: not valid TOML: nested too deeply") from exc
+    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+        raise ProfileError(f"{path}: not valid TOML: {str(exc)[:200]}") from exc
 
 
 def list_profiles(extra: list[Path] | None = None) -> list[str]:

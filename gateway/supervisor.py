@@ -66,6 +66,7 @@ class SourceSupervisor:
             self.ctx.count_error_hook = lambda d, s, kind: metrics.driver_errors.labels(d, s, kind).inc()
             self.ctx.observe_poll_hook = lambda d, s, secs: metrics.poll_duration.labels(d, s).observe(secs)
             self.ctx.device_up_hook = lambda d, s, dev, up: metrics.device_up.labels(d, s, dev).set(1 if up else 0)
+        self.ctx.reject_hook = writer.buffer.reject  # undecodable messages, kept for `gateway buffer dead-letters`
         self.driver: Driver | None = None
         self.failing: str | None = None
         self.restarts = 0

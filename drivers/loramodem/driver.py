@@ -13,17 +13,21 @@ from typing import Any, ClassVar
 
 import serial
 import serial_asyncio_fast
-from gateway.drivers.loramodem.config import LoRaModemConfig
-from gateway.drivers.loramodem.modems import MODEMS, BadLine, ModemError, Packet
-from gateway.drivers.lorawan.codecs import Codec, CodecConfigError, DecodeResult, make_codec
-from gateway.drivers.lorawan.config import DeviceProfile, profile_problem
 from pydantic import ValidationError
 
 from gateway import plugins
 from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
+from gateway.drivers.loramodem.config import LoRaModemConfig
+from gateway.drivers.loramodem.modems import MODEMS, BadLine, ModemError, Packet
+from gateway.drivers.lorawan.codecs import Codec, CodecConfigError, DecodeResult, make_codec
+from gateway.drivers.lorawan.config import DeviceProfile, profile_problem
 from gateway.model import Reading
 from gateway.profiles import ProfileError, load_profile
 from gateway.scheduling import Backoff
+
+# Lines that announced a packet but could not be read; other bad lines (a
+# radio_err, an echo) are only counted.
+_KEPT_FOR_INSPECTION = frozenset({"bad_hex", "bad_event"})
 
 
 def build_codec(config: LoRaModemConfig) -> Codec | None:
@@ -55,7 +59,7 @@ class LoRaModemDriver(PushDriver):
         super().__init__(config, ctx)
         self._codec = build_codec(config)
         self._device = config.device or config.name
-        self.counters = {"packets": 0, "readings": 0}
+        self.counters = {"packets": 0, "readings": 0, "rejected": 0}
 
     @classmethod
     def validate(cls, config: SourceConfig) -> None:
@@ -79,7 +83,7 @@ class LoRaModemDriver(PushDriver):
                 backoff.reset()
                 async for item in modem.packets():
                     if isinstance(item, BadLine):
-                        self._problem(item.kind, item.line)
+                        await self._bad_line(item)
                         continue
                     readings = self.readings(item)
                     if readings:
@@ -136,6 +140,15 @@ class LoRaModemDriver(PushDriver):
         except Exception:  # a third-party codec bug loses this packet, not the driver
             self.ctx.logger.exception("codec failed on %s", payload.hex())
             return DecodeResult(problems=["codec_failed"])
+
+    async def _bad_line(self, item: BadLine) -> None:
+        if item.kind in _KEPT_FOR_INSPECTION:
+            # A packet event we could not read: keep it (`gateway buffer dead-letters`).
+            self.counters["rejected"] += 1
+            self.ctx.logger.debug("%s: %s", item.kind, item.line[:200])
+            await self.ctx.reject(item.line.encode("utf-8", "replace"), item.kind)
+        else:
+            self._problem(item.kind, item.line[:200])
 
     def _problem(self, kind: str, detail: str) -> None:
         self.ctx.count_error(kind)

@@ -17,7 +17,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.drivers.loramodem.config import LoRaModemConfig
 
@@ -30,6 +30,10 @@ class ModemError(Exception):
     def __init__(self, kind: str, detail: str) -> None:
         self.kind = kind
         super().__init__(detail)
+
+
+class LineTooLong(ModemError):
+    """A line longer than the serial reader's limit; the reader dropped it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,10 @@ class Modem:
     async def read_line(self, timeout: float | None) -> str:
         # asyncio.timeout, not wait_for: see gateway/aio.py (3.11 can swallow a cancellation).
         async with asyncio.timeout(timeout):
-            raw = await self.reader.readline()
+            try:
+                raw = await self.reader.readline()
+            except ValueError as exc:  # longer than the reader's limit (64 KiB): noise, not a modem line
+                raise LineTooLong("line_too_long", str(exc)) from exc
         if not raw:
             raise ModemError("port_closed", "the serial port was closed")
         return raw.decode("ascii", "replace").strip()
@@ -101,6 +108,10 @@ def _hex(text: str) -> bytes | None:
         return None
 
 
+# ASCII digits, a few of them: a noisy line of 5000 digits must not reach int() (4300-digit limit).
+_SNR = re.compile(r"-?[0-9]{1,4}")
+
+
 class RN2483(Modem):
     async def setup(self) -> None:
         c = self.config
@@ -122,26 +133,39 @@ class RN2483(Modem):
         return line.startswith("radio_rx") or line == "radio_err"
 
     async def packets(self) -> AsyncIterator[Packet | BadLine]:
+        parser = RN2483Lines()
         while True:
-            line = await self.read_line(None)
+            try:
+                line = await self.read_line(None)
+            except LineTooLong as exc:
+                yield BadLine(exc.kind, "")
+                continue
+            item = parser.parse(line, time.time_ns())
             if line.startswith("radio_rx"):
-                ts = time.time_ns()
-                payload = _hex(line[8:].strip())
-                snr_line = await self.command("radio get snr", expect=re.compile(r"-?\d+"))
+                snr_line = await self.command("radio get snr", expect=_SNR)
                 await self.command("radio rx 0")  # the radio is idle after a packet
-                if payload is None:
-                    yield BadLine("bad_hex", line)
-                else:
-                    yield Packet(payload, ts, None, int(snr_line))
+                if isinstance(item, Packet):
+                    item = replace(item, snr=int(snr_line))
             elif line == "radio_err":
                 await self.command("radio rx 0")
-                yield BadLine("radio_err", line)
-            elif line:
-                yield BadLine("unexpected_line", line)
+            if item is not None:
+                yield item
 
 
-_RUI3_EVENT = re.compile(r"\+EVT:RXP2P:(?P<rssi>-?\d+):(?P<snr>-?\d+):(?P<hex>[0-9A-Fa-f]*)")
-_OLD_EVENT = re.compile(r"\+EVT:RXP2P,\s*RSSI\s*(?P<rssi>-?\d+),\s*SNR\s*(?P<snr>-?\d+)")
+class RN2483Lines:
+    """RN2483 unsolicited lines -> packets (without SNR, which takes a command). Pure, so it can be fuzzed."""
+
+    def parse(self, line: str, ts_ns: int) -> Packet | BadLine | None:
+        if line.startswith("radio_rx"):
+            payload = _hex(line[8:].strip())
+            return BadLine("bad_hex", line) if payload is None else Packet(payload, ts_ns)
+        if line == "radio_err":
+            return BadLine("radio_err", line)
+        return BadLine("unexpected_line", line) if line else None
+
+
+_RUI3_EVENT = re.compile(r"\+EVT:RXP2P:(?P<rssi>-?[0-9]{1,4}):(?P<snr>-?[0-9]{1,4}):(?P<hex>[0-9A-Fa-f]*)")
+_OLD_EVENT = re.compile(r"\+EVT:RXP2P,\s*RSSI\s*(?P<rssi>-?[0-9]{1,4}),\s*SNR\s*(?P<snr>-?[0-9]{1,4})")
 
 
 class RAK3172(Modem):
@@ -160,26 +184,43 @@ class RAK3172(Modem):
         return line.startswith("+EVT:")
 
     async def packets(self) -> AsyncIterator[Packet | BadLine]:
-        pending: tuple[int, int] | None = None  # RSSI/SNR of the old two-line format
+        parser = RAK3172Lines()
         while True:
-            line = await self.read_line(None)
-            if m := _RUI3_EVENT.fullmatch(line):
-                payload = _hex(m["hex"])
-                if payload is None:
-                    yield BadLine("bad_hex", line)
-                else:
-                    yield Packet(payload, time.time_ns(), int(m["rssi"]), int(m["snr"]))
-            elif m := _OLD_EVENT.fullmatch(line):
-                pending = (int(m["rssi"]), int(m["snr"]))
-            elif pending is not None and line.startswith("+EVT:"):
-                payload = _hex(line[5:])
-                rssi, snr = pending
-                pending = None
-                yield BadLine("bad_hex", line) if payload is None else Packet(payload, time.time_ns(), rssi, snr)
-            elif line.startswith("+EVT:RXP2P"):
-                yield BadLine("bad_event", line)
-            elif line and not line.startswith("+EVT:"):
-                yield BadLine("unexpected_line", line)
+            try:
+                line = await self.read_line(None)
+            except LineTooLong as exc:
+                yield BadLine(exc.kind, "")
+                continue
+            item = parser.parse(line, time.time_ns())
+            if item is not None:
+                yield item
+
+
+class RAK3172Lines:
+    """RAK3172 unsolicited lines -> packets. Pure (time passed in), so it can be fuzzed."""
+
+    def __init__(self) -> None:
+        self._pending: tuple[int, int] | None = None  # RSSI/SNR of the old two-line format
+
+    def parse(self, line: str, ts_ns: int) -> Packet | BadLine | None:
+        if m := _RUI3_EVENT.fullmatch(line):
+            payload = _hex(m["hex"])
+            if payload is None:
+                return BadLine("bad_hex", line)
+            return Packet(payload, ts_ns, int(m["rssi"]), int(m["snr"]))
+        if m := _OLD_EVENT.fullmatch(line):
+            self._pending = (int(m["rssi"]), int(m["snr"]))
+            return None
+        if self._pending is not None and line.startswith("+EVT:"):
+            payload = _hex(line[5:])
+            rssi, snr = self._pending
+            self._pending = None
+            return BadLine("bad_hex", line) if payload is None else Packet(payload, ts_ns, rssi, snr)
+        if line.startswith("+EVT:RXP2P"):
+            return BadLine("bad_event", line)
+        if line and not line.startswith("+EVT:"):
+            return BadLine("unexpected_line", line)
+        return None
 
 
 MODEMS: dict[str, type[Modem]] = {"rn2483": RN2483, "rak3172": RAK3172}

@@ -15,15 +15,16 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import aiomqtt
+
+from gateway.buffer import RejectedMessage
+from gateway.config_types import resolve_secret
+from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
 from gateway.drivers.lorawan.codecs import DecodeResult
 from gateway.drivers.lorawan.config import LoRaWANConfig
 from gateway.drivers.lorawan.dedup import Deduplicator, Key
 from gateway.drivers.lorawan.devices import DeviceTable, ResolvedDevice
 from gateway.drivers.lorawan.events import PARSERS, EventError, Join, Status, Uplink
 from gateway.drivers.lorawan.readings import object_values, status_readings, uplink_readings
-
-from gateway.config_types import resolve_secret
-from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
 from gateway.model import Reading
 from gateway.scheduling import Backoff
 
@@ -62,7 +63,14 @@ class LoRaWANDriver(PushDriver):
         self._broker = f"mqtt://{config.host}:{config.port}"
         self._password: str | None = None
         self._warned: set[str] = set()
-        self.counters: dict[str, int] = {"messages": 0, "uplinks": 0, "duplicates": 0, "readings": 0}
+        self.counters: dict[str, int] = {
+            "messages": 0,
+            "uplinks": 0,
+            "duplicates": 0,
+            "rejected": 0,
+            "readings": 0,
+            "acknowledged": 0,
+        }
 
     @classmethod
     def validate(cls, config: SourceConfig) -> None:
@@ -124,16 +132,24 @@ class LoRaWANDriver(PushDriver):
             await self.handle_batch(batch, emit)
             for message in batch:
                 _ack(client, message)
+            self.counters["acknowledged"] += len(batch)
 
     # --- processing -------------------------------------------------------
 
     async def handle_batch(self, batch: Sequence[aiomqtt.Message], emit: Emit) -> None:
-        """Parse, deduplicate and decode a batch, then commit it (does not ack)."""
+        """Parse, deduplicate and decode a batch, then commit it (does not ack).
+
+        A message that cannot be used is rejected (counted and kept in the
+        buffer) rather than raised: it is then acknowledged with the others, so
+        a poison message is never redelivered forever ahead of good uplinks.
+        """
         readings: list[Reading] = []
         remembered: list[list[Key]] = []
+        rejected: list[RejectedMessage] = []
         for message in batch:
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            readings.extend(self.process(message.topic.value, payload, remembered))
+            readings.extend(self.process_or_reject(message.topic.value, payload, remembered, rejected))
+        await self.ctx.keep_rejected(rejected)  # one buffer write for a batch full of garbage
         if not readings:
             return
         try:
@@ -146,13 +162,30 @@ class LoRaWANDriver(PushDriver):
             raise
         self.counters["readings"] += len(readings)
 
-    def process(self, topic: str, payload: bytes, remembered: list[list[Key]]) -> list[Reading]:
-        self.counters["messages"] += 1
+    def process_or_reject(
+        self, topic: str, payload: bytes, remembered: list[list[Key]], rejected: list[RejectedMessage]
+    ) -> list[Reading]:
+        """``process``; a message it refuses or fails on is counted and added to ``rejected``."""
         try:
-            event = self._parse(topic, payload)
+            return self.process(topic, payload, remembered)
         except EventError as exc:
-            self._problem(exc.kind, f"{topic}: {exc.detail}")
-            return []
+            kind, detail = exc.kind, exc.detail
+        except Exception as exc:  # a parsing bug must cost this message, not a crash loop
+            kind, detail = "decode_failed", f"{type(exc).__name__}: {exc}"
+            if kind not in self._warned:  # the traceback once; then like any other problem kind
+                self._warned.add(kind)
+                self.ctx.logger.exception("%s: cannot process this message; it is kept as rejected", topic)
+        self.counters["rejected"] += 1
+        self._log_problem(kind, f"{topic}: {detail}"[:300])
+        parts = topic.split("/")  # .../device/{devEui}/event/up, v3/{app}/devices/{device_id}/up
+        device = parts[3] if len(parts) > 4 else ""
+        rejected.append(self.ctx.rejection(payload, kind, f"{topic}: {detail}"[:1000], device=device[:64]))
+        return []
+
+    def process(self, topic: str, payload: bytes, remembered: list[list[Key]]) -> list[Reading]:
+        """One message -> readings; raises EventError for a message that cannot be used."""
+        self.counters["messages"] += 1
+        event = self._parse(topic, payload)
         if event is None:
             return []
         if isinstance(event, Join):
@@ -170,15 +203,17 @@ class LoRaWANDriver(PushDriver):
             self.counters["duplicates"] += 1
             self.ctx.count_error("duplicate")
             return []
-        self._dedup.remember(keys, event.time_ns)
-        remembered.append(keys)
-        self.counters["uplinks"] += 1
         values = self._decode(device, event)
         for kind in values.problems:
             self._problem(kind, f"{topic}: device {device.name} fPort {event.f_port}")
-        return uplink_readings(
+        out = uplink_readings(
             self.ctx, device=device.name, uplink=event, values=values, base_tags=base_tags, radio=self.config.radio
         )
+        # Remembered only once it decoded: a message that failed is not a duplicate of anything.
+        self._dedup.remember(keys, event.time_ns)
+        remembered.append(keys)
+        self.counters["uplinks"] += 1
+        return out
 
     def _decode(self, device: ResolvedDevice, uplink: Uplink) -> DecodeResult:
         if self.config.use_server_decoded and uplink.decoded is not None and device.object_fields:
@@ -198,6 +233,9 @@ class LoRaWANDriver(PushDriver):
 
     def _problem(self, kind: str, detail: str) -> None:
         self.ctx.count_error(kind)
+        self._log_problem(kind, detail)
+
+    def _log_problem(self, kind: str, detail: str) -> None:
         # First occurrence of each kind at warning level, then debug: a broken
         # device must not flood the log with one line per uplink.
         if kind not in self._warned:

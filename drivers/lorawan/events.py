@@ -89,6 +89,10 @@ Event = Uplink | Join | Status
 
 # --- helpers -----------------------------------------------------------------
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# ASCII digits only: str.isdigit() accepts "²", which int() refuses, and an
+# unbounded digit string hits int()'s 4300-digit limit. A uint64 has 20 digits.
+_UINT64_TEXT = re.compile(r"[0-9]{1,20}")
 _FRACTION = re.compile(r"^(?P<head>[^.]+?)(?:\.(?P<frac>\d+))?(?P<tz>Z|[+-]\d\d:?\d\d)?$", re.IGNORECASE)
 
 
@@ -108,14 +112,21 @@ def parse_rfc3339_ns(text: str) -> int:
     if whole.tzinfo is None:
         raise ValueError(f"time without an offset: {text!r}")
     frac = (m.group("frac") or "")[:9].ljust(9, "0")
-    return int(whole.timestamp()) * 1_000_000_000 + int(frac)
+    ns = int(whole.timestamp()) * 1_000_000_000 + int(frac)
+    if not _INT64_MIN <= ns <= _INT64_MAX:
+        # The buffer stores ns in a 64-bit column (years 1677..2262); a year-9999
+        # time would fail the commit of every reading queued with it.
+        raise ValueError(f"time out of range: {text!r}")
+    return ns
 
 
 def _loads(payload: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EventError("malformed_json", str(exc)) from exc
+    except RecursionError as exc:
+        raise EventError("malformed_json", "nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
+        raise EventError("malformed_json", str(exc)[:200]) from exc
     if not isinstance(doc, dict):
         raise EventError("malformed_json", f"expected a JSON object, got {type(doc).__name__}")
     return doc
@@ -141,10 +152,10 @@ def _list(doc: Mapping[str, Any], key: str) -> Sequence[Any]:
 
 def _int(doc: Mapping[str, Any], key: str) -> int:
     value = doc.get(key, 0)
-    if isinstance(value, str) and value.isdigit():  # uint64 fields are strings in proto3 JSON
+    if isinstance(value, str) and _UINT64_TEXT.fullmatch(value):  # uint64 fields are strings in proto3 JSON
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise EventError("bad_field", f"{key} is not an integer: {value!r}")
+        raise EventError("bad_field", f"{key} is not an integer: {value!r:.60}")
     return value
 
 

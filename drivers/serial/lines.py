@@ -44,8 +44,13 @@ def regex_parser(pattern: str) -> LineParser:
 
 def csv_parser(columns: list[str], delimiter: str) -> LineParser:
     def parse(line: str) -> RawFields:
-        # The csv module handles quoting; one line is one record.
-        row = next(csv.reader([line], delimiter=delimiter), [])
+        # The csv module handles quoting; one line is one record. It refuses a
+        # stray carriage return inside a field (b"\r,\n" on a noisy line) and
+        # over-long fields with csv.Error, which is a malformed line like any other.
+        try:
+            row = next(csv.reader([line], delimiter=delimiter), [])
+        except csv.Error as exc:
+            raise LineError("malformed_line", f"{exc}: {line[:60]!r}") from exc
         if len(row) != len(columns):
             raise LineError("malformed_line", f"{len(row)} columns, expected {len(columns)}: {line[:60]!r}")
         return {name: cell.strip() for name, cell in zip(columns, row, strict=True) if name}
@@ -57,11 +62,14 @@ def json_parser() -> LineParser:
     def parse(line: str) -> RawFields:
         try:
             doc = json.loads(line)
-        except ValueError as exc:
+            flat = _flatten(doc) if isinstance(doc, dict) else None
+        except RecursionError as exc:  # b"[" * 5000 fits in a long max_line_length
+            raise LineError("malformed_json", f"nested too deeply: {line[:60]!r}") from exc
+        except ValueError as exc:  # also an integer of more than 4300 digits
             raise LineError("malformed_json", f"{exc}: {line[:60]!r}") from exc
-        if not isinstance(doc, dict):
+        if flat is None:
             raise LineError("malformed_json", f"not a JSON object: {line[:60]!r}")
-        return _flatten(doc)
+        return flat
 
     return parse
 
@@ -118,6 +126,9 @@ def map_fields(raw: RawFields, fields: list[FieldSpec]) -> tuple[list[Measuremen
             errors.append("bad_value")
             continue
         scaled = value * spec.scale + spec.offset
+        if not math.isfinite(scaled):  # 1e308 * scale: no store can hold it
+            errors.append("bad_value")
+            continue
         assert spec.unit is not None  # filled in by FieldSpec validation
         converted = convert_to_canonical(spec.quantity, scaled, spec.unit)
         if converted is None:  # excluded by FieldSpec validation; kept as a guard
@@ -130,13 +141,11 @@ def map_fields(raw: RawFields, fields: list[FieldSpec]) -> tuple[list[Measuremen
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
+    try:
+        if isinstance(value, int | float | str):
+            number = float(value)  # an int beyond float range (400 digits) raises OverflowError
+        else:
             return None
-    else:
+    except (ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None

@@ -37,6 +37,19 @@ def nmea_checksum(body: str) -> int:
     return reduce(lambda acc, ch: acc ^ ord(ch), body, 0)
 
 
+def resync(line: bytes) -> tuple[bytes, bool]:
+    """Drop line noise before the sentence's ``$``; (sentence, True if noise was dropped).
+
+    On a noisy line, garbage with no newline of its own lands in front of the
+    next sentence. A sentence never contains ``$``, so the last one starts it,
+    just as the binary framers resynchronise on their sync bytes.
+    """
+    start = line.rfind(b"$")
+    if start <= 0:
+        return line, False
+    return line[start:], bool(line[:start].strip())
+
+
 def split_sentence(line: bytes) -> tuple[str, list[str]]:
     """Check framing and checksum; return (sentence type, data fields). Raises NMEAError."""
     try:

@@ -12,7 +12,7 @@ from .config import DecoderConfig, NMEADecoder, PMS5003Decoder, SDS011Decoder
 from .framing import BinaryFramer, FeedResult, LineFramer
 from .lines import LineError, make_parser, map_fields
 from .measurement import Decoded, Measurement, Position
-from .nmea import NMEAError, parse_fix
+from .nmea import NMEAError, parse_fix, resync
 from .particulates import (
     decode_pms5003,
     decode_sds011,
@@ -87,20 +87,22 @@ def _nmea_decoder(config: NMEADecoder) -> FrameDecoder:
     wanted = set(config.sentences)
 
     def decode(line: bytes) -> tuple[list[Measurement], list[str], Position | None]:
+        line, noisy = resync(line)
+        errors = ["garbage"] if noisy else []
         try:
             fix = parse_fix(line)
         except NMEAError as exc:
-            return [], [exc.kind], None
+            return [], [*errors, exc.kind], None
         if fix is None:
-            return [], [], None  # a valid sentence we do not use (GSV, GSA, VTG...)
+            return [], errors, None  # a valid sentence we do not use (GSV, GSA, VTG...)
         position = fix.position if config.publish_position else None
         if fix.sentence not in wanted:
-            return [], [], position
+            return [], errors, position
         measurements = fix.measurements
         if fix.sentence == "RMC" and "GGA" in wanted:
             # GGA already reports the position each second; RMC adds speed and course.
             measurements = [m for m in measurements if m.quantity not in ("latitude", "longitude")]
-        return measurements, [], position
+        return measurements, errors, position
 
     return decode
 

@@ -68,6 +68,15 @@ class ModemEmulator:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._master, line.encode("ascii") + b"\r\n")
 
+    async def write_long_line(self, line: str) -> None:
+        """Send a line longer than the pty's buffer, waiting while the driver drains it."""
+        data = line.encode("ascii") + b"\r\n"
+        while data:
+            try:
+                data = data[os.write(self._master, data) :]
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+
     # --- behaviour -----------------------------------------------------------
 
     def handle(self, command: str) -> list[str]:

@@ -7,6 +7,9 @@ pty behind the same link.
 
 Noise never contains the binary sync byte and text noise is a line of its
 own, so every valid frame the simulator sends can be accounted for by a test.
+``glued_noise`` is the exception, for NMEA: noise without a line end that
+sticks to the start of the next sentence, which the decoder must cut off at
+the ``$``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Faults:
     noise: float = 0.0
     bad_checksum: float = 0.0
     truncate: float = 0.0
+    glued_noise: float = 0.0  # text devices: noise with no line end, glued to the frame's start
 
 
 @dataclass(slots=True)
@@ -120,6 +124,8 @@ class PtySimulator:
         rng, faults = self._rng, self.faults
         if rng.random() < faults.noise:
             self.write(self._noise())
+        if faults.glued_noise and rng.random() < faults.glued_noise:  # no draw when off: seeds stay comparable
+            self.write(self._noise().rstrip(b"\r\n"))
         data, valid = frame.data, True
         if rng.random() < faults.bad_checksum:
             data, valid = corrupt_checksum(self.device, data), False

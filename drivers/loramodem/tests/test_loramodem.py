@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.buffer import RejectedMessage
 from gateway.driver import DriverContext
 from gateway.drivers.loramodem.config import LoRaModemConfig
 from gateway.drivers.loramodem.driver import LoRaModemDriver
@@ -24,6 +25,7 @@ class Run:
         self.errors: Counter[str] = Counter()
         self.up: list[bool] = []
         self.readings: list[Reading] = []
+        self.rejected: list[RejectedMessage] = []
         cfg = LoRaModemConfig.model_validate(
             {"driver": "loramodem", "name": "p2p", "port": emulator.path, "response_timeout": "300ms", **config}
         )
@@ -36,8 +38,12 @@ class Run:
             logger=logging.getLogger("t.loramodem"),
             count_error_hook=lambda d, s, kind: self.errors.update([kind]),
             device_up_hook=lambda d, s, dev, up: self.up.append(up),
+            reject_hook=self.keep,
         )
         self.driver = LoRaModemDriver(cfg, ctx)
+
+    async def keep(self, items: Sequence[RejectedMessage]) -> None:
+        self.rejected.extend(items)
 
     async def emit(self, readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
         self.readings.extend(readings)
@@ -104,6 +110,7 @@ async def test_rn2483_garbage_and_radio_err_are_counted(running: Callable[..., A
     await wait_for(lambda: len(run.of("temperature")) == 1)
     assert run.of("temperature")[0].value == -4.1
     assert run.errors == {"bad_hex": 1, "radio_err": 1, "unknown_type": 1}
+    assert [m.raw for m in run.rejected] == [b"radio_rx  0167ZZ"]  # kept; a radio_err is only counted
 
 
 async def test_rak3172_rui3_events_and_node_addresses(running: Callable[..., Any]) -> None:
@@ -133,6 +140,25 @@ async def test_rak3172_old_two_line_format_and_bad_events(running: Callable[...,
     assert [r.value for r in run.of("rssi")] == [-60, -50]
     assert [r.value for r in run.of("temperature")] == [expected_values(1)["temperature"], 27.2]
     assert run.errors == {"bad_event": 1}
+    assert [(m.raw, m.reason) for m in run.rejected] == [(b"+EVT:RXP2P:-60:11:XYZ", "bad_event")]
+
+
+async def test_rak3172_noisy_lines_are_counted_not_fatal(running: Callable[..., Any]) -> None:
+    # issue 8: an RSSI of 5000 digits made int() raise ValueError, and a line over the
+    # reader's 64 KiB limit made readline() raise it; either one restarted the driver.
+    run: Run = await running("rak3172", codec="cayenne_lpp")
+    emu = run.emulator
+    await wait_for(lambda: isinstance(emu, RAK3172Emulator) and emu.receiving)
+    emu.write_line("+EVT:RXP2P:" + "9" * 5000 + ":11:0167")
+    assert isinstance(emu, RAK3172Emulator)
+    async with asyncio.timeout(5):  # the old driver died and never drained the pty
+        await emu.write_long_line("+EVT:" + "A" * 70_000)
+    emu.write_line("+EVT:RXP2P:-50:9:" + "03670110")
+    await wait_for(lambda: len(run.of("rssi")) == 1)
+    assert [r.value for r in run.of("temperature")] == [27.2]
+    assert run.errors["bad_event"] == 1 and run.errors["line_too_long"] >= 1
+    assert set(run.errors) <= {"bad_event", "line_too_long", "unexpected_line"}  # the long line's tail, if split
+    assert run.up == [True]  # never went down: the session was not restarted
 
 
 async def test_wrong_modem_type_goes_down_once_and_keeps_retrying(running: Callable[..., Any]) -> None:

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gateway.buffer import AsyncBuffer
 from gateway.driver import DriverContext
 from gateway.drivers.lorawan.config import LoRaWANConfig
 from gateway.drivers.lorawan.driver import LoRaWANDriver
@@ -15,9 +16,13 @@ from gateway.model import Reading
 
 
 class Harness:
-    """A driver instance, its collected readings and its error counters."""
+    """A driver instance, its collected readings and its error counters.
 
-    def __init__(self, **config: Any) -> None:
+    With a ``buffer``, readings are also committed to it and rejected messages kept in it, as in the daemon.
+    """
+
+    def __init__(self, *, buffer: AsyncBuffer | None = None, **config: Any) -> None:
+        self.buffer = buffer
         self.errors: Counter[str] = Counter()
         self.up_events: list[bool] = []
         self.config = LoRaWANConfig.model_validate({"driver": "lorawan", "name": "lns", **config})
@@ -31,12 +36,16 @@ class Harness:
             count_error_hook=lambda d, s, kind: self.errors.update([kind]),
             device_up_hook=lambda d, s, dev, up: self.up_events.append(up),
         )
+        if buffer is not None:
+            self.ctx.reject_hook = buffer.reject
         self.driver = LoRaWANDriver(self.config, self.ctx)
         self.readings: list[Reading] = []
         self.commits = 0
         self.task: asyncio.Task[None] | None = None
 
     async def emit(self, readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
+        if self.buffer is not None:
+            await self.buffer.append(readings)
         self.readings.extend(readings)
         self.commits += 1
 

@@ -200,6 +200,13 @@ def test_ttn_new_coding_rate_place_and_omitted_zero_fields() -> None:
         (lambda d: {**d, "time": "yesterday"}, "bad_field"),
         (lambda d: {**d, "fCnt": "many"}, "bad_field"),
         (lambda d: {**d, "rxInfo": {"rssi": 1}}, "bad_field"),
+        # issue 8, found by fuzzing: these raised ValueError / RecursionError instead
+        (lambda d: {**d, "fCnt": "\u00b2"}, "bad_field"),  # "²".isdigit() is True, int("²") fails
+        (lambda d: {**d, "fCnt": "7" * 4301}, "bad_field"),  # over int()'s 4300-digit limit
+        (lambda d: {**d, "fPort": "\u0663"}, "bad_field"),  # a non-ASCII decimal digit
+        (lambda d: b'{"fCnt": ' + b"7" * 4301 + b"}", "malformed_json"),
+        (lambda d: b"[" * 100_000, "malformed_json"),
+        (lambda d: {**d, "time": "9999-12-31T23:59:59Z"}, "bad_field"),  # beyond a 64-bit ns column
     ],
 )
 def test_chirpstack_broken_messages(mutate, kind) -> None:  # type: ignore[no-untyped-def]
@@ -217,6 +224,8 @@ def test_chirpstack_broken_messages(mutate, kind) -> None:  # type: ignore[no-un
         (lambda d: {k: v for k, v in d.items() if k != "uplink_message"}, "missing_field"),
         (lambda d: {k: v for k, v in d.items() if k != "end_device_ids"}, "missing_field"),
         (lambda d: {**d, "uplink_message": {**d["uplink_message"], "frm_payload": "%%%"}}, "bad_base64"),
+        (lambda d: {**d, "uplink_message": {**d["uplink_message"], "f_cnt": "\u00b2"}}, "bad_field"),
+        (lambda d: {**d, "uplink_message": {**d["uplink_message"], "f_cnt": "9" * 5000}}, "bad_field"),
     ],
 )
 def test_ttn_broken_messages(mutate, kind) -> None:  # type: ignore[no-untyped-def]

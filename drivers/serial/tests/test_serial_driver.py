@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from serial_harness import running_driver, wait_until
+
 from gateway.drivers.serial.position import PositionRegistry
 from gateway.simulators.serial.pty import Faults, PtySimulator
-from serial_harness import running_driver, wait_until
 
 
 async def _started(sim: PtySimulator, *, silent: bool = False) -> PtySimulator:
@@ -165,3 +166,23 @@ async def test_gps_position_tags_other_sources(tmp_path: Path) -> None:
     finally:
         await gps.stop()
         await pm.stop()
+
+
+async def test_nmea_fixes_survive_noise_glued_to_the_sentence(tmp_path: Path) -> None:
+    # issue 8: noise without a line end made the next sentence count as malformed (7 of 50 fixes lost).
+    link = tmp_path / "ttyGPS"
+    sim = await _started(
+        PtySimulator(device="nmea", link=link, rate_hz=50, faults=Faults(glued_noise=0.5), seed=5), silent=True
+    )
+    try:
+        async with running_driver(name="gps", port=str(link), profile="nmea-gps") as run:
+            await wait_until(lambda: run.driver.status()["open"])
+            sim.silence(False)
+            await wait_until(lambda: len(sim.sent) >= 40)
+            sim.silence(True)
+            sent = len(sim.sent)
+            await wait_until(lambda: len([r for r in run.readings if r.quantity == "gps_fix_quality"]) >= sent)
+            assert len([r for r in run.readings if r.quantity == "gps_fix_quality"]) == sent
+            assert run.errors["garbage"] > 0 and run.errors["malformed_nmea"] == 0
+    finally:
+        await sim.stop()
