@@ -46,7 +46,8 @@ if [ ! -x .venv/bin/python ] || ! _setup_is_current; then
     fi
     echo "installing the gateway into .venv (first run, or pyproject.toml changed: needs the package index)" >&2
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    # The build backend talks a lot (e.g. setuptools' "Editable installation" notice for a flat layout): keep its output in a log and show it only when the install fails.
+    # The build backend talks a lot (e.g. setuptools' "Editable installation" notice for a flat layout):
+    # keep its output in a log and show it only when the install fails.
     if ! .venv/bin/python -m pip install -q -e ".${_setup_extra:+[$_setup_extra]}" >.venv/setup.log 2>&1; then
         cat .venv/setup.log >&2
         echo "pip install failed (log: .venv/setup.log)" >&2
