@@ -22,11 +22,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, scheduling
 from gateway.buffer import AsyncBuffer
 from gateway.clock import clock_synchronized
 from gateway.config import Config, ConfigError, load_config
 from gateway.dispatch import SinkDispatcher
+from gateway.fleet.agent import FleetAgent
+from gateway.fleet.health import config_digest
+from gateway.fleet.identity import Identity, load_identity
 from gateway.metrics import Metrics
 from gateway.sdnotify import Notifier
 from gateway.sink import Sink
@@ -66,6 +69,10 @@ class Daemon:
         self.ready = asyncio.Event()
         self.clock_check: Callable[[], bool | None] = clock_synchronized
         self.clock_synchronized: bool | None = None
+        # Fleet (gateway/fleet/, docs/fleet.md): who this gateway is, and its status to the control post.
+        self.identity: Identity | None = None
+        self.fleet: FleetAgent | None = None
+        self._phase_before: float | None = None
 
     # --- public control -----------------------------------------------------
 
@@ -111,6 +118,7 @@ class Daemon:
     async def _start(self) -> None:
         cfg = self.config.base
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._start_identity()
         self.metrics.info.labels(__version__, self.config.site, self.config.gateway_name).set(1)
         if self.serve_metrics and cfg.metrics.enabled:
             try:
@@ -130,6 +138,35 @@ class Daemon:
         self._writer_task = asyncio.create_task(self.writer.run(), name="buffer-writer")
         await self._start_sinks()
         self._start_sources()
+        self._start_fleet()
+
+    # --- fleet: identity, poll phase, status to the control post (docs/fleet.md) -------------
+
+    def _start_identity(self) -> None:
+        self.identity = load_identity(self.state_dir)
+        phase = self.config.base.gateway.poll_phase
+        self._phase_before = scheduling.set_phase(self.identity.phase() if phase == "auto" else phase)
+
+    def _start_fleet(self) -> None:
+        settings = self.config.base.fleet
+        if settings is None or self.identity is None or self.writer is None:
+            return
+        self.fleet = FleetAgent(
+            settings,
+            site=self.config.site,
+            name=self.config.gateway_name,
+            identity=self.identity,
+            config_digest=config_digest(self.config.path),
+            metrics=self.metrics,
+        )
+        writer = self.writer
+        self.fleet.start(self.status, lambda readings: writer.emit(readings, wait_commit=False))
+
+    async def _stop_fleet(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.stop(self.status())
+        if self._phase_before is not None:
+            scheduling.set_phase(self._phase_before)  # the process may run another daemon (tests, demo)
 
     async def _start_sinks(self) -> None:
         assert self.buffer is not None
@@ -174,6 +211,7 @@ class Daemon:
         self.dispatchers.clear()
 
     async def _shutdown(self) -> None:
+        await self._stop_fleet()  # says "stopped" first: a slow drain below must not read as a crash
         await self._stop_sources()
         if self._writer_task is not None:
             self._writer_task.cancel()  # the writer flushes its queue on cancellation
@@ -282,13 +320,18 @@ class Daemon:
             ("buffer", old.buffer, new.base.buffer),
             ("metrics", old.metrics, new.base.metrics),
             ("gateway.state_dir", old.gateway.state_dir, new.base.gateway.state_dir),
+            ("gateway.name", old.gateway.name, new.base.gateway.name),
+            ("gateway.poll_phase", old.gateway.poll_phase, new.base.gateway.poll_phase),
+            ("fleet", old.fleet, new.base.fleet),
         ):
             if before != after:
                 log.warning("%s settings changed: they take effect at the next restart, not on reload", what)
         # Keep the running buffer and metrics settings; swap sources and sinks.
         merged = new.base.model_copy(
-            update={"buffer": old.buffer, "metrics": old.metrics,
-                    "gateway": new.base.gateway.model_copy(update={"state_dir": old.gateway.state_dir})}
+            update={"buffer": old.buffer, "metrics": old.metrics, "fleet": old.fleet,
+                    "gateway": new.base.gateway.model_copy(update={"state_dir": old.gateway.state_dir,
+                                                                   "name": old.gateway.name,
+                                                                   "poll_phase": old.gateway.poll_phase})}
         )  # fmt: skip
         await self._stop_sources()
         assert self.writer is not None
@@ -311,6 +354,9 @@ class Daemon:
             "gateway": self.config.gateway_name,
             "config": str(self.config.path) if self.config.path else None,
             "started_ns": self.started_ns,
+            "identity": self.identity.id if self.identity else None,
+            "poll_phase": round(scheduling.phase(), 4),
+            "fleet": self.fleet.summary() if self.fleet is not None else None,
             "clock_synchronized": self.clock_synchronized,
             "updated_ns": time.time_ns(),
             "sources": {name: s.status() for name, s in self.supervisors.items()},

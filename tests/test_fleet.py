@@ -1,0 +1,274 @@
+"""Fleet: identity, the retained status on MQTT, health readings, duplicate names, poll phase, `gateway fleet`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from gateway import scheduling
+from gateway.config import load_config
+from gateway.daemon import Daemon
+from gateway.fleet import cli as fleet_cli
+from gateway.fleet.identity import IDENTITY_FILE, load_identity, stored_identity
+from gateway.metrics import Metrics
+from gateway.sinks.local import LocalStore
+from gateway.sinks.mqtt import MQTTSink, MQTTSinkConfig
+from tests.servers import Mosquitto
+
+
+def gw_config(path: Path, state: Path, *, name: str | None = "gw-1", fleet: str = "", extra: str = "") -> Path:
+    name_line = f'name = "{name}"\n' if name is not None else ""
+    path.write_text(
+        f'[gateway]\nsite = "city"\n{name_line}state_dir = "{state}"\n{extra}'
+        '[buffer]\nflush_interval = "50ms"\nsync = "normal"\n'
+        "[metrics]\nenabled = false\n"
+        f"{fleet}"
+        '[[sources]]\ndriver = "simulated"\nname = "street"\ninterval = "100ms"\n'
+        'devices = [{ name = "weather-1", kind = "weather" }]\n'
+        '[[sinks]]\ntype = "local"\n'
+    )
+    return path
+
+
+def fleet_section(port: int, **more: str) -> str:
+    lines = ['host = "127.0.0.1"', f"port = {port}", 'status_interval = "2s"', 'health_interval = "1s"']
+    lines += [f"{k} = {v}" for k, v in more.items()]
+    return "[fleet]\n" + "\n".join(lines) + "\n"
+
+
+async def wait_for(predicate: Any, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+class StatusWatch:
+    """Every status message seen on the fleet topics, by topic, in order."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.seen: dict[str, list[dict[str, Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client("127.0.0.1", self.port) as client:
+            await client.subscribe("gateway-fleet/v1/#", qos=1)
+            self.subscribed.set()
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                self.seen.setdefault(str(message.topic), []).append(json.loads(message.payload))
+
+    async def __aenter__(self) -> StatusWatch:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.subscribed.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    def last(self, topic: str) -> dict[str, Any] | None:
+        return self.seen.get(topic, [None])[-1]
+
+
+# --- identity -------------------------------------------------------------------------------------------
+
+
+def test_identity_is_kept_across_restarts_and_renewed_on_a_cloned_image(tmp_path: Path) -> None:
+    first = load_identity(tmp_path, current_machine_id="machine-a")
+    again = load_identity(tmp_path, current_machine_id="machine-a")
+    assert again == first and len(first.id) == 32
+    cloned = load_identity(tmp_path, current_machine_id="machine-b")  # the state dir copied to another box
+    assert cloned.id != first.id and cloned.renewed_from == first.id
+    assert stored_identity(tmp_path) == cloned  # kept: the next start on this box keeps the new one
+    assert load_identity(tmp_path, current_machine_id="machine-b") == cloned
+
+
+def test_an_unreadable_identity_file_gives_a_new_identity_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / IDENTITY_FILE).write_text("{not json")
+    ident = load_identity(tmp_path, current_machine_id="m")
+    assert stored_identity(tmp_path) == ident
+
+
+def test_the_mqtt_sink_client_id_carries_the_identity_so_clones_do_not_take_over_each_other(tmp_path: Path) -> None:
+    ident = load_identity(tmp_path, current_machine_id="m")
+    cfg = MQTTSinkConfig(host="127.0.0.1")
+    sink = MQTTSink(cfg, site="city", gateway="gw-1", state_dir=tmp_path)
+    assert sink.client_id == f"gateway-gw-1-mqtt-{ident.short}"
+
+
+# --- config ---------------------------------------------------------------------------------------------
+
+
+def test_check_warns_when_the_name_is_left_to_the_host_name(tmp_path: Path) -> None:
+    unnamed = gw_config(tmp_path / "a.toml", tmp_path / "s", name=None)
+    named = gw_config(tmp_path / "b.toml", tmp_path / "s")
+    run = [sys.executable, "-m", "gateway", "check", "-c"]
+    result = subprocess.run([*run, str(unnamed)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert f"{unnamed}: gateway.name: warning: not set, so the host name" in result.stderr
+    result = subprocess.run([*run, str(named)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "gateway.name" not in result.stderr
+
+
+def test_a_poll_phase_outside_the_interval_is_a_config_error(tmp_path: Path) -> None:
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"gateway\.poll_phase"):
+        load_config(gw_config(tmp_path / "gw.toml", tmp_path / "s", extra="poll_phase = 1.5\n"))
+
+
+# --- poll phase -----------------------------------------------------------------------------------------
+
+
+def test_the_phase_moves_every_tick_by_the_same_fraction_of_its_interval() -> None:
+    before = scheduling.set_phase(0.25)
+    try:
+        assert scheduling.next_aligned_tick(100.0, 10.0) == 102.5
+        assert scheduling.next_aligned_tick(103.0, 10.0) == 112.5
+        assert scheduling.next_aligned_tick(100.0, 10.0, offset_s=0.0) == 100.0  # an explicit offset wins
+    finally:
+        scheduling.set_phase(before)
+
+
+async def test_the_daemon_polls_at_its_identity_phase_and_readings_carry_the_tick_time(tmp_path: Path) -> None:
+    path = gw_config(tmp_path / "gw.toml", tmp_path / "state")
+    daemon = Daemon(load_config(path), metrics=Metrics(), serve_metrics=False)
+    task = asyncio.create_task(daemon.run())
+    await wait_for(lambda: daemon.supervisors and daemon.supervisors["street"].readings_total >= 20)
+    assert daemon.identity is not None
+    phase = daemon.identity.phase()
+    assert daemon.status()["poll_phase"] == round(phase, 4)
+    daemon.request_stop()
+    await task
+    assert scheduling.phase() == 0.0  # restored for whatever runs next in this process
+    store = LocalStore(tmp_path / "state" / "local.sqlite", readonly=True)
+    try:
+        stamps = {p.reading.ts_ns for p in store.iter_all() if p.reading.device == "weather-1"}
+    finally:
+        store.close()
+    # 100 ms interval: every poll is at phase * 100 ms past a multiple of 100 ms (a few ms of scheduling late).
+    offsets = {round(((ts / 1e6) - phase * 100) % 100) for ts in stamps}
+    assert offsets and all(o < 30 for o in offsets), sorted(offsets)
+
+
+# --- status on MQTT -------------------------------------------------------------------------------------
+
+
+async def test_status_is_published_retained_with_health_and_says_stopped_on_a_clean_stop(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    path = gw_config(tmp_path / "gw.toml", tmp_path / "state", fleet=fleet_section(mosquitto.port))
+    metrics = Metrics()
+    daemon = Daemon(load_config(path), metrics=metrics, serve_metrics=False)
+    daemon.clock_check = lambda: True  # this test machine may have no NTP
+    async with StatusWatch(mosquitto.port) as watch:
+        task = asyncio.create_task(daemon.run())
+        await wait_for(lambda: daemon.identity is not None)
+        assert daemon.identity is not None
+        topic = f"gateway-fleet/v1/city/gw-1/{daemon.identity.id}"
+        await wait_for(lambda: (watch.last(topic) or {}).get("last_reading_ns") is not None)
+        doc = watch.last(topic)
+        assert doc is not None
+        assert doc["schema"] == "gateway-status/1" and doc["state"] == "online"
+        assert doc["id"] == daemon.identity.id and doc["name"] == "gw-1" and doc["site"] == "city"
+        assert doc["version"] and doc["config_digest"] and doc["started_ns"] == daemon.started_ns
+        assert doc["sinks"]["local"]["state"] == "ok" and doc["sources"]["street"]["state"] == "running"
+        assert doc["sources"]["street"]["since_ns"] <= doc["updated_ns"]
+        assert set(doc["buffer"]) >= {"readings", "oldest_age_s"} and doc["problems"] == []
+        assert daemon.status()["fleet"]["connected"] is True
+        await wait_for(lambda: len(watch.seen[topic]) >= 2)  # the steady interval republishes
+        daemon.request_stop()
+        await task
+        await wait_for(lambda: (watch.last(topic) or {}).get("state") == "stopped")
+    assert metrics.registry.get_sample_value("gateway_fleet_status_published_total", {}) >= 2  # type: ignore[operator]
+    # retained: a control post that looks later still sees it
+    docs = await fleet_cli.collect("127.0.0.1", mosquitto.port, "gateway-fleet/v1", wait_s=5)
+    assert docs[topic]["state"] == "stopped"
+    # and the health went to the sinks as readings of device _gateway
+    store = LocalStore(tmp_path / "state" / "local.sqlite", readonly=True)
+    try:
+        health = {p.reading.quantity for p in store.iter_all() if p.reading.device == "_gateway"}
+    finally:
+        store.close()
+    assert {"uptime", "buffer_readings", "sinks_failing", "devices_down", "duplicate_name"} <= health
+
+
+async def test_two_gateways_under_one_name_both_say_so_and_do_not_flap(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    fleet = fleet_section(mosquitto.port)
+    daemons = [
+        Daemon(load_config(gw_config(tmp_path / f"{n}.toml", tmp_path / n, fleet=fleet)), serve_metrics=False)
+        for n in ("a", "b")
+    ]
+    tasks = [asyncio.create_task(d.run()) for d in daemons]
+    try:
+        await wait_for(lambda: all((d.status()["fleet"] or {}).get("duplicate") for d in daemons))
+        a, b = daemons
+        assert a.identity is not None and b.identity is not None
+        assert a.status()["fleet"]["duplicate"]["ids"] == [b.identity.short]
+        assert a.metrics.registry.get_sample_value("gateway_duplicate_name", {}) == 1
+        since = a.status()["fleet"]["duplicate"]["since_ns"]
+        docs = await fleet_cli.collect("127.0.0.1", mosquitto.port, "gateway-fleet/v1", wait_s=5)
+        table = fleet_cli.rows(docs.values())
+        assert len(table) == 2 and all("another gateway uses this name" in r["problems"][0] for r in table)
+        await asyncio.sleep(3)  # over a status interval: the alarm holds, same since
+        assert a.status()["fleet"]["duplicate"]["since_ns"] == since
+    finally:
+        for d in daemons:
+            d.request_stop()
+        await asyncio.gather(*tasks)
+
+
+# --- gateway fleet --------------------------------------------------------------------------------------
+
+
+def status_doc(i: int, **changes: Any) -> dict[str, Any]:
+    import time
+
+    now = time.time_ns()
+    doc = {
+        "schema": "gateway-status/1", "state": "online", "id": f"{i:032x}", "site": "city", "name": f"gw-{i:03d}",
+        "version": "1.0", "started_ns": now - 10**12, "updated_ns": now, "status_interval_s": 30,
+        "buffer": {"readings": 0, "oldest_age_s": 0.0}, "sinks": {"influx": {"state": "ok"}},
+        "sources": {}, "devices_down": 0, "clock_synchronized": True, "duplicate": None, "problems": [],
+    }  # fmt: skip
+    doc.update(changes)
+    return doc
+
+
+async def test_the_fleet_command_shows_200_gateways_problems_first(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    docs = [status_doc(i) for i in range(200)]
+    docs[57] = status_doc(57, state="offline")
+    docs[120] = status_doc(120, sinks={"influx": {"state": "failing"}})
+    docs[130] = status_doc(130, state="stopped")
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        for d in docs:
+            await client.publish(f"gateway-fleet/v1/city/{d['name']}/{d['id']}", json.dumps(d), qos=1, retain=True)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gateway", "fleet", "--broker", "127.0.0.1", "--port", str(mosquitto.port), "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr  # some have problems
+    table = json.loads(result.stdout)
+    assert len(table) == 200
+    assert [r["name"] for r in table[:3]] == ["gw-057", "gw-120", "gw-130"]
+    assert table[1]["problems"] == ["sink influx failing"] and table[2]["problems"] == ["gateway stopped"]
+    assert all(r["problems"] == [] for r in table[3:])
+    text = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gateway", "fleet", "--broker", "127.0.0.1", "--port", str(mosquitto.port)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    lines = text.stdout.splitlines()
+    assert lines[0].split()[:4] == ["SITE", "NAME", "ID", "STATE"] and "gw-057" in lines[1]
+    assert lines[-1] == "200 gateway(s), 3 with problems"
