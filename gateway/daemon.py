@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, scheduling
+from gateway import __version__, loop_errors, scheduling
 from gateway.buffer import AsyncBuffer
 from gateway.clock import clock_synchronized
 from gateway.config import Config, ConfigError, load_config
@@ -88,6 +88,7 @@ class Daemon:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        loop_errors.install(loop)  # a stale MQTT socket after a freeze is not a traceback (gateway/loop_errors.py)
         installed: list[signal.Signals] = []
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
                              (signal.SIGHUP, self.request_reload)):  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import aiomqtt
 import pytest
 
 from gateway import scheduling
+from gateway.cli_data import print_status
 from gateway.config import load_config
 from gateway.daemon import Daemon
 from gateway.fleet import cli as fleet_cli
@@ -222,6 +224,11 @@ async def test_two_gateways_under_one_name_both_say_so_and_do_not_flap(tmp_path:
         assert len(table) == 2 and all("another gateway uses this name" in r["problems"][0] for r in table)
         await asyncio.sleep(3)  # over a status interval: the alarm holds, same since
         assert a.status()["fleet"]["duplicate"]["since_ns"] == since
+        out = io.StringIO()
+        print_status(a.status(), 0.0, out)  # what `gateway status` prints
+        assert f"DUPLICATE NAME: another running gateway publishes under this name (identity {b.identity.short})" in (
+            out.getvalue()
+        )
     finally:
         for d in daemons:
             d.request_stop()
@@ -272,3 +279,83 @@ async def test_the_fleet_command_shows_200_gateways_problems_first(tmp_path: Pat
     lines = text.stdout.splitlines()
     assert lines[0].split()[:4] == ["SITE", "NAME", "ID", "STATE"] and "gw-057" in lines[1]
     assert lines[-1] == "200 gateway(s), 3 with problems"
+
+
+# --- freeze and resume ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_freeze_and_resume_reconnects_without_a_traceback(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    import signal
+    import time
+
+    state = tmp_path / "state"
+    path = gw_config(tmp_path / "gw.toml", state, fleet=fleet_section(mosquitto.port, keepalive="5"))
+    path.write_text(
+        path.read_text()
+        + f'[[sinks]]\ntype = "mqtt"\nhost = "127.0.0.1"\nport = {mosquitto.port}\nkeepalive = 5\nqos = 1\n'
+    )
+    log = tmp_path / "gateway.log"
+
+    def status() -> dict[str, Any]:
+        try:
+            return json.loads((state / "status.json").read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {}
+
+    def wait(predicate: Any, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out; log:\n{log.read_text()}"
+            time.sleep(0.1)
+
+    def connected_since() -> tuple[bool, int]:
+        s = status()
+        return bool((s.get("fleet") or {}).get("connected")), int(s.get("sinks", {}).get("mqtt", {}).get("sent", 0))
+
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "-c", str(path)], stderr=err)
+    try:
+        wait(lambda: connected_since()[0] and connected_since()[1] > 0)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(12)  # > 1.5 x keepalive: the broker drops both connections and publishes the Will
+        proc.send_signal(signal.SIGCONT)
+        sent_before = connected_since()[1]
+        # reconnected: both connections were dropped by the broker and are up again, and data flows again
+        wait(lambda: log.read_text().count("sink mqtt: connected to") >= 2)
+        wait(lambda: "fleet status: publishing to 127.0.0.1 again" in log.read_text())
+        wait(lambda: connected_since()[0] and connected_since()[1] > sent_before + 20)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "Traceback" not in text and "Exception in callback" not in text, text
+
+
+@pytest.mark.parametrize("handler_installed", [True, False])
+async def test_a_socket_registered_after_it_closed_is_a_debug_line_not_a_traceback(
+    handler_installed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What aiomqtt does after a freeze: ``call_soon_threadsafe(loop.add_writer, fd)`` for a socket closed since."""
+    import socket
+
+    from gateway import loop_errors
+
+    loop = asyncio.get_running_loop()
+    if handler_installed:
+        loop_errors.install(loop)
+    try:
+        sock = socket.socket()
+        fd = sock.fileno()
+        sock.close()
+        with caplog.at_level("DEBUG"):
+            loop.call_soon_threadsafe(loop.add_writer, fd, lambda: None)
+            await asyncio.sleep(0.05)
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        if handler_installed:
+            assert not errors
+            assert any("closed MQTT socket" in r.getMessage() for r in caplog.records)
+        else:  # the default handler: the traceback the issue saw
+            assert errors and "Exception in callback" in errors[0].getMessage()
+    finally:
+        loop.set_exception_handler(None)

@@ -245,7 +245,16 @@ class FleetAgent:
                 await asyncio.wait({watcher}, timeout=TICK_S)
                 continue
             if sig != last_sig or now - last_sent >= self.settings.status_interval:
-                await client.publish(self.topic, json.dumps(doc).encode(), qos=1, retain=True, timeout=10)
+                # A publish on a link that died (a freeze, a cut) waits for its timeout; the watcher ends first.
+                publish = asyncio.ensure_future(
+                    client.publish(self.topic, json.dumps(doc).encode(), qos=1, retain=True, timeout=10)
+                )
+                await asyncio.wait({publish, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if not publish.done():
+                    publish.cancel()
+                    await asyncio.gather(publish, return_exceptions=True)
+                    continue  # the watcher's error ends the session at the top of the loop
+                publish.result()
                 self.published += 1
                 self.metrics.fleet_status_published.inc()
                 last_sig, last_sent = sig, now

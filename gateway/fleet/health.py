@@ -208,3 +208,22 @@ def health_readings(doc: Mapping[str, Any], *, site: str, gateway: str) -> list[
         out.append(r("last_reading_age", round(max(ts - last, 0) / 1e9, 1)))
     out.extend(r("sink_pending", int(s.get("pending", 0)), {"sink": name}) for name, s in sinks.items())
     return out
+
+
+def status_lines(status: Mapping[str, Any]) -> list[str]:
+    """The fleet lines of ``gateway status``: identity, the status connection, a duplicate name."""
+    lines = []
+    if status.get("identity"):
+        phase = status.get("poll_phase", 0)
+        lines.append(f"identity: {status['identity'][:8]}, polls at {phase:.3f} of each interval (poll phase)")
+    fleet = status.get("fleet") or {}
+    if fleet.get("topic"):
+        state = "connected" if fleet.get("connected") else f"NOT CONNECTED ({fleet.get('error') or 'connecting'})"
+        lines.append(f"fleet status: {state}, topic {fleet['topic']}")
+    duplicate = fleet.get("duplicate")
+    if duplicate:
+        lines.append(
+            f"DUPLICATE NAME: another running gateway publishes under this name (identity "
+            f"{', '.join(duplicate.get('ids', []))}): give each box its own [gateway] name"
+        )
+    return lines
