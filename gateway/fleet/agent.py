@@ -131,13 +131,13 @@ class FleetAgent:
     async def _health_readings_forever(self, status: StatusSource, emit: EmitReadings) -> None:
         if not self.settings.health_readings:
             return
-        while True:
-            await asyncio.sleep(self.settings.health_interval)
+        while True:  # one at start too: a box that restarts often still shows up in the store
             doc = self.document(status())
             try:
                 await emit(health_readings(doc, site=self.site, gateway=self.name))
             except Exception:  # the buffer refused a commit; the next interval tries again
                 log.exception("cannot hand the gateway's health readings to the buffer")
+            await asyncio.sleep(self.settings.health_interval)
 
     async def _publish_forever(self, status: StatusSource) -> None:
         backoff = Backoff(initial_s=1.0, cap_s=60.0)
