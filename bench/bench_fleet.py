@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--gateways", type=int, default=200)
     ap.add_argument("--interval", default="5s")
     ap.add_argument("--window", type=float, default=30.0, help="seconds of steady state measured")
+    ap.add_argument("--phase", default="auto", help='[gateway] poll_phase of every gateway: "auto" or e.g. 0')
     args = ap.parse_args()
     n = args.gateways
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -72,14 +73,17 @@ def main() -> None:
                                   interval=args.interval, keepalive=15, status_interval="30s")
                 for i in range(n)
             ]  # fmt: skip
+            phase = f'"{args.phase}"' if args.phase == "auto" else args.phase
             for cfg in cfgs:  # health readings every 60 s, as in production
-                cfg.write_text(cfg.read_text().replace('health_interval = "30s"', 'health_interval = "60s"'))
+                text = cfg.read_text().replace('health_interval = "30s"', 'health_interval = "60s"')
+                cfg.write_text(text.replace("[buffer]", f"poll_phase = {phase}\n[buffer]", 1))
             t0 = time.monotonic()
             procs = [fh.start(cfg) for cfg in cfgs]
             try:
                 fh.wait(lambda: all(fh.publishing(c) for c in cfgs), 1800, "every gateway publishing")
                 start_s = time.monotonic() - t0
-                print(f"{n} gateways, interval {args.interval}: fleet start {start_s:.1f} s (launch to all delivering)")
+                print(f"{n} gateways, interval {args.interval}, poll_phase {args.phase}: "
+                      f"fleet start {start_s:.1f} s (launch to all delivering)")  # fmt: skip
                 time.sleep(5)  # let the start-up transients pass
                 pids = [p.pid for p in procs]
                 before = {pid: cpu_s(pid) for pid in pids}

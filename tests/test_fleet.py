@@ -144,23 +144,25 @@ def test_the_phase_moves_every_tick_by_the_same_fraction_of_its_interval() -> No
 
 async def test_the_daemon_polls_at_its_identity_phase_and_readings_carry_the_tick_time(tmp_path: Path) -> None:
     path = gw_config(tmp_path / "gw.toml", tmp_path / "state")
+    path.write_text(path.read_text().replace('interval = "100ms"', 'interval = "200ms"'))
     daemon = Daemon(load_config(path), metrics=Metrics(), serve_metrics=False)
     task = asyncio.create_task(daemon.run())
-    await wait_for(lambda: daemon.supervisors and daemon.supervisors["street"].readings_total >= 20)
+    await wait_for(lambda: daemon.supervisors and daemon.supervisors["street"].readings_total >= 30)
     assert daemon.identity is not None
     phase = daemon.identity.phase()
-    assert daemon.status()["poll_phase"] == round(phase, 4)
+    assert scheduling.phase() == phase and daemon.status()["poll_phase"] == round(phase, 4)
     daemon.request_stop()
     await task
     assert scheduling.phase() == 0.0  # restored for whatever runs next in this process
     store = LocalStore(tmp_path / "state" / "local.sqlite", readonly=True)
     try:
-        stamps = {p.reading.ts_ns for p in store.iter_all() if p.reading.device == "weather-1"}
+        stamps = sorted({p.reading.ts_ns for p in store.iter_all() if p.reading.device == "weather-1"})
     finally:
         store.close()
-    # 100 ms interval: every poll is at phase * 100 ms past a multiple of 100 ms (a few ms of scheduling late).
-    offsets = {round(((ts / 1e6) - phase * 100) % 100) for ts in stamps}
-    assert offsets and all(o < 30 for o in offsets), sorted(offsets)
+    # Each poll is read at phase x 200 ms past a multiple of 200 ms, plus how late the loop woke up
+    # (on a loaded machine a poll can be late; the typical one is not).
+    lateness = sorted(((ts / 1e6) - phase * 200) % 200 for ts in stamps)
+    assert len(lateness) >= 5 and lateness[len(lateness) // 2] < 50, lateness
 
 
 # --- status on MQTT -------------------------------------------------------------------------------------
