@@ -243,8 +243,6 @@ def build_config(
         )
     if base.metrics.enabled and (exposed := config_checks.metrics_listen_warning(base.metrics.listen)):
         warnings_.append(exposed)
-    if (name_unset := config_checks.default_name_warning(raw, base.gateway.name)) is not None:
-        warnings_.append(name_unset)
     if isinstance(written.get("fleet"), dict):
         problems.extend(config_checks.inline_secret_problems(FleetSection, written["fleet"], ("fleet",)))
     context = _LoadContext(path, env, problems, warnings_)

@@ -161,13 +161,17 @@ def profile_not_config_problem(raw: dict[str, Any]) -> ConfigProblem | None:
     )
 
 
-def default_name_warning(raw: dict[str, Any], name: str) -> ConfigProblem | None:
-    """``[gateway] name`` left out: the host name stands in, and a cloned SD-card image shares it."""
-    section = raw.get("gateway")
-    if isinstance(section, dict) and "name" in section:
+def default_name_warning(gateway: BaseModel) -> ConfigProblem | None:
+    """``[gateway] name`` left out: the host name stands in, and a cloned SD-card image shares it.
+
+    Not one of the config's own warnings (which every loader sees): ``gateway check`` prints it and
+    ``gateway run`` logs it, where a technician can act on it.
+    """
+    if "name" in gateway.model_fields_set:
         return None
     return ConfigProblem(
         "gateway.name",
-        f"not set, so the host name {name!r} is used: boxes made from one SD-card image share it and their "
-        'readings merge into the same series. Set a name per box, e.g. name = "gw-07" (docs/fleet.md)',
+        f"not set, so the host name {getattr(gateway, 'name', '?')!r} is used: boxes made from one SD-card image "
+        'share it and their readings merge into the same series. Set a name per box, e.g. name = "gw-07" '
+        "(docs/fleet.md)",
     )
