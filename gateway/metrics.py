@@ -141,7 +141,7 @@ class Metrics:
         )
         self.fleet_takeovers = Counter(
             "gateway_fleet_takeovers",
-            "Times the broker handed the fleet client id to another connection (a box with the same identity)",
+            "Reconnects that found another process's status on this gateway's own topic (a box with its identity)",
             registry=r,
         )
         self.buffer_collector = _BufferCollector()

@@ -361,3 +361,26 @@ async def test_a_socket_registered_after_it_closed_is_a_debug_line_not_a_traceba
             assert errors and "Exception in callback" in errors[0].getMessage()
     finally:
         loop.set_exception_handler(None)
+
+
+async def test_a_box_with_this_identity_is_seen_and_counted_as_a_takeover(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    path = gw_config(tmp_path / "gw.toml", tmp_path / "state", fleet=fleet_section(mosquitto.port))
+    metrics = Metrics()
+    daemon = Daemon(load_config(path), metrics=metrics, serve_metrics=False)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_for(lambda: daemon.fleet is not None and daemon.fleet.connected)
+        assert daemon.identity is not None and daemon.fleet is not None
+        ident, topic = daemon.identity, daemon.fleet.topic
+        # A box cloned with its state dir and machine-id: same identity, so same client id. It takes the
+        # connection over and publishes its status on the same topic, as the agent does.
+        clone_doc = {"schema": "gateway-status/1", "state": "online", "id": ident.id, "instance": "c10e"}
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"gateway-fleet-{ident.id}") as clone:
+            await clone.publish(topic, json.dumps(clone_doc), qos=1, retain=True)
+        await wait_for(lambda: (daemon.status()["fleet"] or {}).get("duplicate") is not None)
+        assert daemon.status()["fleet"]["duplicate"]["ids"] == [ident.short]
+        assert metrics.registry.get_sample_value("gateway_fleet_takeovers_total", {}) == 1
+        assert metrics.registry.get_sample_value("gateway_duplicate_name", {}) == 1
+    finally:
+        daemon.request_stop()
+        await task

@@ -33,7 +33,6 @@ from gateway.scheduling import Backoff
 log = logging.getLogger("gateway.fleet")
 
 TICK_S = 1.0
-SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another client connected with our client id
 
 StatusSource = Callable[[], Mapping[str, Any]]
 EmitReadings = Callable[[Sequence[Reading]], Awaitable[None]]
@@ -79,6 +78,7 @@ class FleetAgent:
         self._client: aiomqtt.Client | None = None
         self._failing: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._sessions = 0
         self._stopping = False
 
     # --- what the daemon sees -------------------------------------------------------------------------
@@ -151,20 +151,15 @@ class FleetAgent:
             self.connected = False
             self.metrics.fleet_connected.set(0)
             self._client = None
-            await asyncio.sleep(backoff.next_delay())
+            delay = backoff.next_delay()
+            if self.duplicates.active() is not None:
+                # Two boxes with one identity share one client id: each connect kicks the other off.
+                # Reconnecting slowly keeps that from becoming a storm of takeovers.
+                delay = max(delay, self.settings.status_interval)
+            await asyncio.sleep(delay)
 
     def _connection_failed(self, exc: BaseException) -> None:
-        rc = getattr(exc, "rc", None)
-        if getattr(rc, "value", rc) == SESSION_TAKEN_OVER:
-            self.duplicates.takeovers += 1
-            self.metrics.fleet_takeovers.inc()
-            summary = (
-                f"the broker handed our client id {self.client_id} to another connection: a second box runs "
-                "with this gateway's identity (an SD-card image cloned with its machine-id and state dir). "
-                "Delete identity.json in one box's state dir and give it its own name"
-            )
-        else:
-            summary = f"{type(exc).__name__}: {exc}"
+        summary = f"{type(exc).__name__}: {exc}"
         if self._failing != summary:
             log.error("fleet status: cannot publish to %s: %s; retrying with backoff", self.settings.host, summary)
         self._failing = summary
@@ -189,8 +184,7 @@ class FleetAgent:
             username=s.username,
             password=password,
             will=aiomqtt.Will(self.topic, json.dumps(will_doc).encode(), qos=1, retain=True),
-            protocol=aiomqtt.ProtocolVersion.V5,  # tells a session takeover apart from a dropped link
-            clean_start=True,
+            clean_session=True,
             keepalive=s.keepalive,
             timeout=10,
             tls_context=tls,
@@ -198,6 +192,7 @@ class FleetAgent:
         )
         async with client:
             self._client = client
+            self._sessions += 1
             self.connected = True
             self.metrics.fleet_connected.set(1)
             if self._failing is not None:
@@ -222,12 +217,33 @@ class FleetAgent:
             if not isinstance(doc, dict):
                 continue
             if doc.get("id") == self.identity.id:
-                # Our own topic: a live "online" from another process with our identity is a clone
-                # (identity and machine-id copied). Retained ones may be our own previous run.
-                if not message.retain and doc.get("instance") != self.instance and doc.get("state") == "online":
-                    self.duplicates.observe({**doc, "id": f"{self.identity.id}/{doc.get('instance')}"})
+                if doc.get("instance") != self.instance and (self._sessions > 1 or not message.retain):
+                    self._same_identity(doc)
                 continue
             self.duplicates.observe(doc)
+
+    def _same_identity(self, doc: Mapping[str, Any]) -> None:
+        """Another process publishes on our own topic: a box cloned with its state dir and machine-id.
+
+        At the first connect the retained status there may be this box's previous run (its Will), so
+        only a live message counts then; after that, our topic holds nothing but ours unless another
+        process with our identity, and so our client id, took the connection over in between.
+        """
+        if self._sessions > 1:
+            self.metrics.fleet_takeovers.inc()
+        if self.duplicates.active() is not None:
+            log.debug("status from instance %s under our identity again", doc.get("instance"))
+        else:
+            log.error(
+                "another process publishes under this gateway's identity %s (instance %s, this one is %s): a "
+                "box cloned with its state dir and machine-id. The two take each other's broker connection over. "
+                "Delete identity.json in one box's state dir, give it its own name and restart it",
+                self.identity.short,
+                doc.get("instance"),
+                self.instance,
+            )
+        rival = f"{self.identity.id[:8]}/{doc.get('instance')}"
+        self.duplicates.observe({"id": rival, "state": "online"})
 
     async def _publish_loop(
         self, client: aiomqtt.Client, status: StatusSource, backoff: Backoff, watcher: asyncio.Task[None]

@@ -25,7 +25,6 @@ class DuplicateWatch:
         self.hold_s = hold_s
         self._seen: dict[str, float] = {}  # foreign id -> monotonic time last seen online
         self.since_ns: int | None = None
-        self.takeovers = 0
 
     def observe(self, doc: Mapping[str, Any], *, now: float | None = None) -> None:
         """A status message from a topic under our name (retained or live)."""
