@@ -384,3 +384,14 @@ async def test_a_box_with_this_identity_is_seen_and_counted_as_a_takeover(tmp_pa
     finally:
         daemon.request_stop()
         await task
+
+
+def test_a_missing_fleet_password_file_is_named_by_check(tmp_path: Path) -> None:
+    path = gw_config(tmp_path / "gw.toml", tmp_path / "s", fleet=fleet_section(1883, password_file='"fleet-pw"'))
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert f"{path}: fleet.password_file: warning: {tmp_path / 'credentials' / 'fleet-pw'} does not exist" in (
+        result.stderr
+    ), result.stderr

@@ -146,7 +146,7 @@ class FleetAgent:
                 await self._session(status, backoff)
             except asyncio.CancelledError:
                 raise
-            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # broker, network, TLS files, a secret: never the end of the status
                 self._connection_failed(exc)
             self.connected = False
             self.metrics.fleet_connected.set(0)
