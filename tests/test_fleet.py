@@ -273,9 +273,9 @@ async def test_the_fleet_command_shows_200_gateways_problems_first(tmp_path: Pat
     assert [r["name"] for r in table[:3]] == ["gw-057", "gw-120", "gw-130"]
     assert table[1]["problems"] == ["sink influx failing"] and table[2]["problems"] == ["gateway stopped"]
     assert all(r["problems"] == [] for r in table[3:])
+    cfg = gw_config(tmp_path / "gw.toml", tmp_path / "s", fleet=fleet_section(mosquitto.port))  # broker from [fleet]
     text = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "gateway", "fleet", "--broker", "127.0.0.1", "--port", str(mosquitto.port)],
+        subprocess.run, [sys.executable, "-m", "gateway", "fleet", "-c", str(cfg)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     lines = text.stdout.splitlines()
