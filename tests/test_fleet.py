@@ -395,3 +395,18 @@ def test_a_missing_fleet_password_file_is_named_by_check(tmp_path: Path) -> None
     assert f"{path}: fleet.password_file: warning: {tmp_path / 'credentials' / 'fleet-pw'} does not exist" in (
         result.stderr
     ), result.stderr
+
+
+def test_the_duplicate_alarm_believes_live_statuses_doubts_old_retained_ones_and_holds() -> None:
+    from gateway.fleet.duplicates import DuplicateWatch
+
+    watch = DuplicateWatch(own_id="a" * 32, name="gw-1", site="city", hold_s=90)
+    stale = {"id": "b" * 32, "state": "online", "updated_ns": 1}  # a rival whose clock is far off, or an old status
+    watch.observe(stale, retained=True, now=0.0)
+    assert watch.active(now=1.0) is None  # a retained status that old may be a box gone without a Will
+    watch.observe(stale, retained=False, now=1.0)  # live: it is running now, whatever its clock says
+    alarm = watch.active(now=2.0)
+    assert alarm is not None and alarm["ids"] == ["b" * 8]
+    assert watch.active(now=80.0) == alarm  # held between its statuses: no flapping
+    watch.observe({"id": "b" * 32, "state": "stopped"}, now=85.0)
+    assert watch.active(now=86.0) is None  # it stopped cleanly: over at once

@@ -220,7 +220,7 @@ class FleetAgent:
                 if doc.get("instance") != self.instance and (self._sessions > 1 or not message.retain):
                     self._same_identity(doc)
                 continue
-            self.duplicates.observe(doc)
+            self.duplicates.observe(doc, retained=bool(message.retain))
 
     def _same_identity(self, doc: Mapping[str, Any]) -> None:
         """Another process publishes on our own topic: a box cloned with its state dir and machine-id.

@@ -26,8 +26,8 @@ class DuplicateWatch:
         self._seen: dict[str, float] = {}  # foreign id -> monotonic time last seen online
         self.since_ns: int | None = None
 
-    def observe(self, doc: Mapping[str, Any], *, now: float | None = None) -> None:
-        """A status message from a topic under our name (retained or live)."""
+    def observe(self, doc: Mapping[str, Any], *, retained: bool = False, now: float | None = None) -> None:
+        """A status message from a topic under our name: live (proof of life) or retained (maybe old)."""
         other = doc.get("id")
         if not isinstance(other, str) or other == self.own_id:
             return
@@ -36,7 +36,7 @@ class DuplicateWatch:
             self._seen.pop(other, None)  # it stopped or died: no longer a rival
             return
         updated = doc.get("updated_ns")
-        if isinstance(updated, int) and abs(time.time_ns() - updated) > self.hold_s * 1e9:
+        if retained and isinstance(updated, int) and abs(time.time_ns() - updated) > self.hold_s * 1e9:
             return  # an old retained status from a box that vanished without a Will (broker restarted)
         self._seen[other] = now
 
