@@ -9,8 +9,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__, plugins
+
+if TYPE_CHECKING:
+    from gateway.config import Config, ConfigProblem
 
 DEFAULT_CONFIG = os.environ.get("GATEWAY_CONFIG", "/etc/gateway/gateway.toml")
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -105,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_CONFIG
     setup_logging(args.log_level or config.base.log.level)
-    for warning in config.warnings:
+    for warning in (*config.warnings, *_fleet_warnings(config)):
         logging.getLogger("gateway.config").warning("%s: %s", args.config, warning)
     # A watchdog kill (SIGABRT) then leaves every thread's Python traceback in the journal.
     faulthandler.enable()
@@ -125,7 +129,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     # Warnings do not change the exit code: the config is valid, but `run` may refuse to start
     # (a missing credential file) or the setting deserves a second look.
-    for warning in (*config.warnings, *preflight(config, create=False)):
+    for warning in (*config.warnings, *_fleet_warnings(config), *preflight(config, create=False)):
         key = f"{warning.key_path}: " if warning.key_path else ""
         print(f"{args.config}: {key}warning: {warning.message}", file=sys.stderr)
     drivers: dict[str, int] = {}
@@ -140,6 +144,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     print(f"  status page: {describe(config.base.web)}")
     return EXIT_OK
+
+
+def _fleet_warnings(config: Config) -> list[ConfigProblem]:
+    from gateway.config_checks import default_name_warning
+
+    name_unset = default_name_warning(config.base.gateway)
+    return [name_unset] if name_unset is not None else []
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

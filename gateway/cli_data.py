@@ -249,6 +249,10 @@ def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
     out.write(f"gateway {status['gateway']} (site {status['site']}, version {status['version']}): {state}\n")
     if status.get("clock_synchronized") is False:
         out.write("clock: NOT SYNCHRONISED (no NTP yet): readings carry the system time as it is; see timedatectl\n")
+    from gateway.fleet.health import status_lines
+
+    for line in status_lines(status):
+        out.write(line + "\n")
     buf = status.get("buffer") or {}
     if buf:
         oldest = buf.get("oldest_ts_ns")

@@ -26,6 +26,7 @@ from gateway import config_checks, plugins
 from gateway.config_messages import ConfigProblem, key_path, problems_from_validation
 from gateway.config_types import ByteSize, ConfigValueError, ConfigValueErrors, ConfigWarning, Duration
 from gateway.driver import Driver, SourceConfig
+from gateway.fleet.settings import FleetSection
 from gateway.sink import Sink, SinkConfig
 
 __all__ = [
@@ -60,6 +61,18 @@ class GatewaySection(_Section):
         gt=0,
         description="stop feeding the systemd watchdog when data has not moved this long (docs/deploy.md)",
     )
+    poll_phase: float | Literal["auto"] = Field(
+        default="auto",
+        description="where in each interval this gateway polls, as a fraction in [0, 1) of the interval; "
+        "'auto': fixed per gateway, derived from its identity, so a fleet does not poll in one burst (docs/fleet.md)",
+    )
+
+    @field_validator("poll_phase")
+    @classmethod
+    def _phase_in_range(cls, value: float | str) -> float | str:
+        if isinstance(value, float | int) and not 0 <= value < 1:
+            raise ValueError("a fraction of the interval: 0 (on the wall-clock grid) up to, not including, 1")
+        return value
 
 
 class BufferSection(_Section):
@@ -125,6 +138,7 @@ class GatewayConfig(_Section):
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     web: WebSection = Field(default_factory=WebSection)
     log: LogSection = Field(default_factory=LogSection)
+    fleet: FleetSection | None = Field(default=None, description="status to the control post (docs/fleet.md)")
     sources: list[dict[str, Any]] = Field(default_factory=list)
     sinks: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -277,6 +291,8 @@ def build_config(
         )
     if base.metrics.enabled and (exposed := config_checks.metrics_listen_warning(base.metrics.listen)):
         warnings_.append(exposed)
+    if isinstance(written.get("fleet"), dict):
+        problems.extend(config_checks.inline_secret_problems(FleetSection, written["fleet"], ("fleet",)))
     context = _LoadContext(path, env, problems, warnings_)
     if path is not None:
         config_checks.rebase_paths(base, context.base_dir, context.secrets_dir)

@@ -159,3 +159,19 @@ def profile_not_config_problem(raw: dict[str, Any]) -> ConfigProblem | None:
         'a source, e.g. profile = "xy-md02"; check the gateway config that uses it '
         "(gateway check -c /etc/gateway/gateway.toml)",
     )
+
+
+def default_name_warning(gateway: BaseModel) -> ConfigProblem | None:
+    """``[gateway] name`` left out: the host name stands in, and a cloned SD-card image shares it.
+
+    Not one of the config's own warnings (which every loader sees): ``gateway check`` prints it and
+    ``gateway run`` logs it, where a technician can act on it.
+    """
+    if "name" in gateway.model_fields_set:
+        return None
+    return ConfigProblem(
+        "gateway.name",
+        f"not set, so the host name {getattr(gateway, 'name', '?')!r} is used: boxes made from one SD-card image "
+        'share it and their readings merge into the same series. Set a name per box, e.g. name = "gw-07" '
+        "(docs/fleet.md)",
+    )

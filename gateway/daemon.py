@@ -22,12 +22,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, loop_errors, scheduling
 from gateway.buffer import AsyncBuffer
 from gateway.clock import clock_synchronized
 from gateway.config import Config, ConfigError, load_config
 from gateway.dispatch import SinkDispatcher
 from gateway.liveness import Liveness
+from gateway.fleet.agent import FleetAgent
+from gateway.fleet.health import config_digest
+from gateway.fleet.identity import Identity, load_identity
 from gateway.metrics import Metrics
 from gateway.sdnotify import Notifier
 from gateway.sink import Sink
@@ -77,6 +80,10 @@ class Daemon:
         self.stalled: str | None = None  # why data has stopped moving (then the watchdog is not fed)
         self.reloads = {"ok": 0, "invalid": 0}  # in the status: a reload's outcome is observable
         self._clock_known = True  # so that "unknown" at the first check is logged once
+        # Fleet (gateway/fleet/, docs/fleet.md): who this gateway is, and its status to the control post.
+        self.identity: Identity | None = None
+        self.fleet: FleetAgent | None = None
+        self._phase_before: float | None = None
 
     # --- public control -----------------------------------------------------
 
@@ -92,6 +99,7 @@ class Daemon:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        loop_errors.install(loop)  # a stale MQTT socket after a freeze is not a traceback (gateway/loop_errors.py)
         installed: list[signal.Signals] = []
         for sig, handler in ((signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop),
                              (signal.SIGHUP, self.request_reload)):  # fmt: skip
@@ -122,6 +130,7 @@ class Daemon:
     async def _start(self) -> None:
         cfg = self.config.base
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._start_identity()
         self.metrics.info.labels(__version__, self.config.site, self.config.gateway_name).set(1)
         if self.serve_metrics and cfg.metrics.enabled:
             try:
@@ -145,6 +154,35 @@ class Daemon:
         if self.serve_web:
             self.web = await start_web(config=self.config, status=self.status, history=self.history,
                                        metrics=self.metrics)  # fmt: skip
+        self._start_fleet()
+
+    # --- fleet: identity, poll phase, status to the control post (docs/fleet.md) -------------
+
+    def _start_identity(self) -> None:
+        self.identity = load_identity(self.state_dir)
+        phase = self.config.base.gateway.poll_phase
+        self._phase_before = scheduling.set_phase(self.identity.phase() if phase == "auto" else phase)
+
+    def _start_fleet(self) -> None:
+        settings = self.config.base.fleet
+        if settings is None or self.identity is None or self.writer is None:
+            return
+        self.fleet = FleetAgent(
+            settings,
+            site=self.config.site,
+            name=self.config.gateway_name,
+            identity=self.identity,
+            config_digest=config_digest(self.config.path),
+            metrics=self.metrics,
+        )
+        writer = self.writer
+        self.fleet.start(self.status, lambda readings: writer.emit(readings, wait_commit=False))
+
+    async def _stop_fleet(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.stop(self.status())
+        if self._phase_before is not None:
+            scheduling.set_phase(self._phase_before)  # the process may run another daemon (tests, demo)
 
     async def _start_sinks(self) -> None:
         assert self.buffer is not None
@@ -190,6 +228,7 @@ class Daemon:
         self.dispatchers.clear()
 
     async def _shutdown(self) -> None:
+        await self._stop_fleet()  # says "stopped" first: a slow drain below must not read as a crash
         await self._stop_sources()
         if self._writer_task is not None:
             self._writer_task.cancel()  # the writer flushes its queue on cancellation
@@ -334,13 +373,18 @@ class Daemon:
             ("metrics", old.metrics, new.base.metrics),
             ("web", old.web, new.base.web),
             ("gateway.state_dir", old.gateway.state_dir, new.base.gateway.state_dir),
+            ("gateway.name", old.gateway.name, new.base.gateway.name),
+            ("gateway.poll_phase", old.gateway.poll_phase, new.base.gateway.poll_phase),
+            ("fleet", old.fleet, new.base.fleet),
         ):
             if before != after:
                 log.warning("%s settings changed: they take effect at the next restart, not on reload", what)
         # Keep the running buffer and metrics settings; swap sources and sinks.
         merged = new.base.model_copy(
-            update={"buffer": old.buffer, "metrics": old.metrics, "web": old.web,
-                    "gateway": new.base.gateway.model_copy(update={"state_dir": old.gateway.state_dir})}
+            update={"buffer": old.buffer, "metrics": old.metrics, "web": old.web, "fleet": old.fleet,
+                    "gateway": new.base.gateway.model_copy(update={"state_dir": old.gateway.state_dir,
+                                                                   "name": old.gateway.name,
+                                                                   "poll_phase": old.gateway.poll_phase})}
         )  # fmt: skip
         await self._stop_sources()
         for name in {s.config.name for s in self.config.sources} - {s.config.name for s in new.sources}:
@@ -366,6 +410,9 @@ class Daemon:
             "gateway": self.config.gateway_name,
             "config": str(self.config.path) if self.config.path else None,
             "started_ns": self.started_ns,
+            "identity": self.identity.id if self.identity else None,
+            "poll_phase": round(scheduling.phase(), 4),
+            "fleet": self.fleet.summary() if self.fleet is not None else None,
             "clock_synchronized": "unknown" if self.clock_synchronized is None else self.clock_synchronized,
             "updated_ns": time.time_ns(),
             "stalled": self.stalled,

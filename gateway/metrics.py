@@ -139,6 +139,23 @@ class Metrics:
         self.clock_synchronized = Gauge(
             "gateway_clock_synchronized", "1 if the kernel says the system clock is synchronised (NTP)", registry=r
         )
+        # Fleet (gateway/fleet/, docs/fleet.md)
+        self.duplicate_name = Gauge(
+            "gateway_duplicate_name",
+            "1 while another running gateway publishes a status under this gateway's name or identity",
+            registry=r,
+        )
+        self.fleet_connected = Gauge(
+            "gateway_fleet_connected", "1 while the fleet status connection to the broker is up", registry=r
+        )
+        self.fleet_status_published = Counter(
+            "gateway_fleet_status_published", "Status documents published on the fleet topic", registry=r
+        )
+        self.fleet_takeovers = Counter(
+            "gateway_fleet_takeovers",
+            "Reconnects that found another process's status on this gateway's own topic (a box with its identity)",
+            registry=r,
+        )
         self.buffer_collector = _BufferCollector()
         r.register(self.buffer_collector)
 

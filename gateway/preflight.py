@@ -39,6 +39,8 @@ def _secret_file_problems(config: Config, *, strict: bool) -> list[ConfigProblem
         (("sources", i), s.config) for i, s in enumerate(config.sources)
     ]
     sections += [(("sinks", i), s.config) for i, s in enumerate(config.sinks)]
+    if config.base.fleet is not None:
+        sections.append((("fleet",), config.base.fleet))
     for loc, model in sections:
         for file_loc, path in secret_files(model, loc):
             try:

@@ -9,20 +9,44 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+_phase = 0.0  # fraction of each interval this process polls at; set once by the daemon
 
-def next_aligned_tick(now_s: float, interval_s: float, offset_s: float = 0.0) -> float:
+
+def set_phase(fraction: float) -> float:
+    """Set the gateway's poll phase (``[gateway] poll_phase``, docs/fleet.md); returns the previous one.
+
+    One value per process on purpose: every source and every driver's own schedule (a Modbus bus, a
+    serial stream) uses it through ``next_aligned_tick`` without knowing about it, so all readings of
+    one gateway still share timestamps while different gateways poll at different instants.
+    """
+    global _phase
+    if not 0 <= fraction < 1:
+        raise ValueError(f"a phase is a fraction in [0, 1), not {fraction}")
+    previous, _phase = _phase, fraction
+    return previous
+
+
+def phase() -> float:
+    return _phase
+
+
+def next_aligned_tick(now_s: float, interval_s: float, offset_s: float | None = None) -> float:
     """The first wall-clock instant >= now that is offset + k * interval (k integer).
 
     Aligning to the wall clock makes readings of all devices with the same
     interval share timestamps (10:00:00, 10:00:10...), which is what dashboards
     and joins expect, and computing each tick from the clock (never by adding
-    the interval to the previous sleep) means no drift.
+    the interval to the previous sleep) means no drift. The default offset is
+    the gateway's phase times the interval (``set_phase``): a fleet's gateways
+    then spread over the interval instead of all sending in the same instant.
     """
+    if offset_s is None:
+        offset_s = _phase * interval_s
     k = math.ceil((now_s - offset_s) / interval_s - 1e-9)
     return offset_s + k * interval_s
 
 
-async def aligned_ticks(interval_s: float, *, offset_s: float = 0.0) -> AsyncIterator[tuple[float, int]]:
+async def aligned_ticks(interval_s: float, *, offset_s: float | None = None) -> AsyncIterator[tuple[float, int]]:
     """Yield (tick_time_s, missed) at every aligned tick, forever.
 
     ``missed`` counts ticks skipped because the previous iteration overran; we

@@ -33,7 +33,7 @@ def test_a_config_that_is_not_utf8_exits_2_in_check_and_run(tmp_path: Path) -> N
 
 def test_a_missing_token_file_is_a_warning_in_check_and_exit_2_in_run(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
-    cfg.write_text('[gateway]\nstate_dir = "st"\n' + SIM + INFLUX + 'token_file = "influx-token"\n')
+    cfg.write_text('[gateway]\nname = "gw"\nstate_dir = "st"\n' + SIM + INFLUX + 'token_file = "influx-token"\n')
     check = gateway("check", "-c", str(cfg))
     assert check.returncode == 0, check.stderr
     missing = f"sinks[0].token_file: {tmp_path / 'credentials' / 'influx-token'} does not exist"

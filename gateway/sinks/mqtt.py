@@ -30,6 +30,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from gateway.config_types import Duration, SecretFile, resolve_secret
 from gateway.encoding import EncodingError, dumps_compact, group_for_senml, reading_json, senml_pack
+from gateway.fleet.identity import stored_identity
 from gateway.model import Reading
 from gateway.sink import Outcome, SendResult, Sink, SinkConfig, SinkHealth
 
@@ -79,11 +80,18 @@ def topic_level(value: str) -> str:
     return _TOPIC_LEVEL_BAD.sub("_", value) or "_"
 
 
+def default_client_id(gateway: str, sink: str, state_dir: Path | None) -> str:
+    """``gateway-<name>-<sink>-<identity>``: two boxes of one cloned image share a name, and the broker
+    would otherwise hand one connection to the other every time either reconnects (docs/fleet.md)."""
+    identity = stored_identity(state_dir) if state_dir is not None else None
+    return f"gateway-{gateway}-{sink}" + (f"-{identity.short}" if identity is not None else "")
+
+
 class MQTTSinkConfig(SinkConfig):
     type: Literal["mqtt"] = "mqtt"
     host: str = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535, description="default 1883, or 8883 with TLS")
-    client_id: str | None = Field(default=None, description="default: gateway-<gateway name>-<sink name>")
+    client_id: str | None = Field(default=None, description="default: gateway-<gateway name>-<sink name>-<identity>")
     username: str | None = None
     password: SecretStr | None = Field(default=None, description='inline only as "${ENV_VAR}"')
     password_file: SecretFile | None = None
@@ -179,7 +187,7 @@ class MQTTSink(Sink):
             if config.status_topic
             else ""
         )
-        self.client_id = config.client_id or f"gateway-{gateway}-{self.name}"
+        self.client_id = config.client_id or default_client_id(gateway, self.name, state_dir)
 
     # --- connection ------------------------------------------------------------------------
 
