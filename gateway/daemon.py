@@ -27,10 +27,10 @@ from gateway.buffer import AsyncBuffer
 from gateway.clock import clock_synchronized
 from gateway.config import Config, ConfigError, load_config
 from gateway.dispatch import SinkDispatcher
-from gateway.liveness import Liveness
 from gateway.fleet.agent import FleetAgent
 from gateway.fleet.health import config_digest
 from gateway.fleet.identity import Identity, load_identity
+from gateway.liveness import Liveness
 from gateway.metrics import Metrics
 from gateway.sdnotify import Notifier
 from gateway.sink import Sink
