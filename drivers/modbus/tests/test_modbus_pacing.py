@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway import scheduling
 from gateway.buffer import AsyncBuffer
 from gateway.config import LoadedSource
 from gateway.drivers.modbus.config import ModbusSourceConfig
@@ -68,6 +69,14 @@ async def pipeline(tmp_path: Path, source: dict[str, Any]) -> AsyncIterator[Pipe
         with contextlib.suppress(asyncio.CancelledError):
             await writer_task
         await buffer.close()
+
+
+@pytest.fixture(autouse=True)
+def on_the_grid() -> Iterator[None]:
+    """The expected tick timestamps below assume polls on the wall-clock grid (poll phase 0)."""
+    before = scheduling.set_phase(0.0)
+    yield
+    scheduling.set_phase(before)
 
 
 @pytest.fixture
