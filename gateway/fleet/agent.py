@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -28,6 +27,7 @@ from gateway.fleet.identity import Identity
 from gateway.fleet.settings import FleetSection
 from gateway.metrics import Metrics
 from gateway.model import Reading
+from gateway.mqtt_common import tls_context, topic_level
 from gateway.scheduling import Backoff
 
 log = logging.getLogger("gateway.fleet")
@@ -36,11 +36,6 @@ TICK_S = 1.0
 
 StatusSource = Callable[[], Mapping[str, Any]]
 EmitReadings = Callable[[Sequence[Reading]], Awaitable[None]]
-
-
-def topic_level(value: str) -> str:
-    """A name as one topic level ('/', '+', '#' would change the topic's shape)."""
-    return "".join("_" if c in "/+#\x00" else c for c in value) or "_"
 
 
 def status_topic(prefix: str, site: str, name: str, identity_id: str) -> str:
@@ -176,7 +171,13 @@ class FleetAgent:
             env=s.password_env,
             what="fleet.password",
         )
-        tls = await asyncio.to_thread(_tls_context, s) if s.uses_tls else None
+        tls = (
+            await asyncio.to_thread(
+                tls_context, ca_file=s.ca_file, cert_file=s.cert_file, key_file=s.key_file, insecure=s.insecure
+            )
+            if s.uses_tls
+            else None
+        )
         client = aiomqtt.Client(
             s.host or "",
             s.port or (8883 if s.uses_tls else 1883),
@@ -276,13 +277,3 @@ class FleetAgent:
                 last_sig, last_sent = sig, now
                 backoff.reset()
             await asyncio.wait({watcher}, timeout=TICK_S)
-
-
-def _tls_context(s: FleetSection) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
-    if s.cert_file is not None:
-        ctx.load_cert_chain(str(s.cert_file), str(s.key_file) if s.key_file else None)
-    if s.insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx

@@ -32,6 +32,7 @@ from gateway.config_types import Duration, SecretFile, resolve_secret
 from gateway.encoding import EncodingError, dumps_compact, group_for_senml, reading_json, senml_pack
 from gateway.fleet.identity import stored_identity
 from gateway.model import Reading
+from gateway.mqtt_common import tls_context, topic_level
 from gateway.sink import Outcome, SendResult, Sink, SinkConfig, SinkHealth
 
 log = logging.getLogger(__name__)
@@ -70,14 +71,6 @@ def check_topic_template(template: str, allowed: set[str]) -> str:
             f"allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}"
         )
     return template
-
-
-_TOPIC_LEVEL_BAD = re.compile(r"[/+#\x00]")
-
-
-def topic_level(value: str) -> str:
-    """A name as one topic level: '/', '+', '#' and NUL would change the topic's shape."""
-    return _TOPIC_LEVEL_BAD.sub("_", value) or "_"
 
 
 def default_client_id(gateway: str, sink: str, state_dir: Path | None) -> str:
@@ -136,16 +129,6 @@ class MQTTSinkConfig(SinkConfig):
         return self.tls or self.ca_file is not None or self.cert_file is not None
 
 
-def _tls_context(cfg: MQTTSinkConfig) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
-    if cfg.cert_file is not None:
-        ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file) if cfg.key_file else None)
-    if cfg.insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 class _Connection:
     """One live aiomqtt client plus a task that finishes when the broker goes away."""
 
@@ -201,7 +184,9 @@ class MQTTSink(Sink):
             what=f"sinks.{self.name}.password",
         )
         if cfg.uses_tls:
-            self._tls = await asyncio.to_thread(_tls_context, cfg)  # reads files: keep off the loop
+            self._tls = await asyncio.to_thread(
+                tls_context, ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file, insecure=cfg.insecure
+            )
         self._opened = True
         await self._connection()
 
