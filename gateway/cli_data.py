@@ -247,8 +247,14 @@ def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
     out = out or sys.stdout
     state = "running" if age_s < STALE_AFTER_S else f"NOT RUNNING (status is {age_s:.0f}s old)"
     out.write(f"gateway {status['gateway']} (site {status['site']}, version {status['version']}): {state}\n")
-    if status.get("clock_synchronized") is False:
+    if status.get("stalled"):
+        out.write(f"STALLED: {status['stalled']}; the systemd watchdog is no longer fed, so systemd restarts the "
+                  "daemon (see journalctl -u gateway)\n")  # fmt: skip
+    clock = status.get("clock_synchronized")
+    if clock is False:
         out.write("clock: NOT SYNCHRONISED (no NTP yet): readings carry the system time as it is; see timedatectl\n")
+    elif clock == "unknown":
+        out.write("clock: synchronisation unknown (the kernel would not say); check timedatectl by hand\n")
     from gateway.fleet.health import status_lines
 
     for line in status_lines(status):
@@ -278,8 +284,11 @@ def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
     rows = []
     for name, s in status.get("sinks", {}).items():
         pending = (buf.get("sinks") or {}).get(name, {}).get("pending", "?")
+        problem = s.get("error") or ""
+        if s.get("restarts"):
+            problem = f"dispatcher restarted {s['restarts']}x" + (f"; {problem}" if problem else "")
         rows.append([name, s["type"], s["state"], str(s["sent"]), str(pending), str(s["dead_lettered"]),
-                     s.get("error") or ""])  # fmt: skip
+                     problem])  # fmt: skip
     if rows:
         out.write("\n")
         print_table(rows, ["sink", "type", "state", "sent", "pending", "dead-lettered", "problem"], out)

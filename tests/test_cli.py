@@ -123,3 +123,23 @@ def test_status_text_shows_clock_sources_and_sinks() -> None:
     stale = io.StringIO()
     print_status({**status, "clock_synchronized": True}, age_s=120.0, out=stale)
     assert "NOT RUNNING" in stale.getvalue() and "clock" not in stale.getvalue()
+
+
+def test_status_text_shows_a_stall_an_unknown_clock_and_dispatcher_restarts() -> None:
+    import io
+
+    from gateway.cli_data import print_status
+
+    status = {
+        "gateway": "gw-1", "site": "market", "version": "0.1.0", "clock_synchronized": "unknown",
+        "stalled": "the dispatcher of sink influx has failed for 130 s (BufferFullError: disk full)",
+        "buffer": None, "sources": {},
+        "sinks": {"influx": {"type": "influxdb", "state": "failing", "sent": 13, "dead_lettered": 0, "restarts": 4,
+                             "error": "BufferFullError: disk full"}},
+    }  # fmt: skip
+    out = io.StringIO()
+    print_status(status, age_s=1.0, out=out)
+    text = out.getvalue()
+    assert "STALLED: the dispatcher of sink influx has failed for 130 s" in text
+    assert "clock: synchronisation unknown" in text
+    assert "dispatcher restarted 4x; BufferFullError: disk full" in text
