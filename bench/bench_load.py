@@ -149,6 +149,24 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
+def stop_daemon(daemon: subprocess.Popen[bytes], timeout: float) -> float | None:
+    """SIGTERM, then SIGKILL after ``timeout``: seconds until it exited, None if it had to be killed.
+
+    Stopping waits for the sources, the last commit and up to 3 s of draining into the sink, with
+    the simulators and the broker still up; a daemon that overran its load may take much longer."""
+    if daemon.poll() is not None:
+        return 0.0
+    t0 = time.monotonic()
+    daemon.terminate()
+    try:
+        daemon.wait(timeout)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+        return None
+    return time.monotonic() - t0
+
+
 def scrape(url: str) -> dict[str, float]:
     """Sum of each sample name over its labels, and per ``kind``/``type`` label as ``name{value}``."""
     try:
@@ -167,7 +185,9 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def run_scenario(args: argparse.Namespace, scenario: Scenario, work: Path, server_port: int) -> ScenarioResult:
+def run_scenario(
+    args: argparse.Namespace, scenario: Scenario, work: Path, server_port: int, server_pid: int
+) -> ScenarioResult:
     folder = work / scenario.name
     folder.mkdir()
     log = folder / "processes.log"
@@ -208,7 +228,14 @@ def run_scenario(args: argparse.Namespace, scenario: Scenario, work: Path, serve
             if vm and first_vm is None:
                 first_vm = now
             samples.append(
-                Sample(now, cpu_s(daemon.pid), status_kb(daemon.pid, "VmRSS"), sum(cpu_s(p.pid) for p in sims), vm)
+                Sample(
+                    now,
+                    cpu_s(daemon.pid),
+                    status_kb(daemon.pid, "VmRSS"),
+                    sum(cpu_s(p.pid) for p in sims),
+                    vm,
+                    sum(cpu_s(pid) for pid in ([server_pid, counter.pid] if counter else [server_pid])),
+                )
             )
             if args.profile and spy is None and now > started + args.warmup + 1.5 and scenario.devices:
                 spy = subprocess.Popen(
@@ -227,11 +254,14 @@ def run_scenario(args: argparse.Namespace, scenario: Scenario, work: Path, serve
     finally:
         if spy is not None:
             spy.wait(30)
-        daemon.terminate()
-        daemon.wait(30)
+        stop_s = stop_daemon(daemon, args.stop_timeout)
         for p in sims:
             p.terminate()
-            p.wait(10)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         if counter is not None:
             assert counter.stdin is not None
             counter.stdin.close()
@@ -249,6 +279,8 @@ def run_scenario(args: argparse.Namespace, scenario: Scenario, work: Path, serve
         sim_processes=len(sims),
         gateway_metrics=gateway_metrics,
     )
+    result.stop_s = stop_s
+    result.load_average = os.getloadavg()[0]
     if spy is not None and (folder / "pyspy.txt").exists():
         result.profile = top_frames((folder / "pyspy.txt").read_text(), 10)
     return result
@@ -266,6 +298,7 @@ def main() -> int:
         "--no-web", dest="web", action="store_false", help="turn the status page off (on by default, as shipped)"
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the daemon over the window; print its top 10")
+    ap.add_argument("--stop-timeout", type=float, default=20.0, help="SIGKILL the daemon after this (default 20 s)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, arrivals)")
     args = ap.parse_args()
     scenarios = [Scenario.parse(s.strip()) for s in args.scenarios.split(",") if s.strip()]
@@ -285,7 +318,8 @@ def main() -> int:
     server.start()
     try:
         for scenario in scenarios:
-            results.append(run_scenario(args, scenario, work, server.port))
+            assert server.proc is not None
+            results.append(run_scenario(args, scenario, work, server.port, server.proc.pid))
             print(f"  {scenario.name}: done", flush=True)
     finally:
         server.close()

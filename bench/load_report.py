@@ -16,6 +16,7 @@ class Sample:
     rss_kb: int
     sim_cpu_s: float  # all simulator processes
     vm_rows: float  # values VictoriaMetrics has taken in (influxdb sink only)
+    server_cpu_s: float  # the broker (and the counting subscriber) or VictoriaMetrics
 
 
 @dataclass
@@ -36,10 +37,13 @@ class ScenarioResult:
     startup_s: float | None = None
     sim_processes: int = 0
     sim_cores: float = 0.0
+    server_cores: float = 0.0
+    load_average: float = 0.0
     missed_ticks: float = 0.0
     driver_errors: float = 0.0
     pending_at_end: float = 0.0
     unparsed_packs: int = 0
+    stop_s: float | None = 0.0  # SIGTERM -> exit; None: killed after --stop-timeout
     error_kinds: dict[str, float] = field(default_factory=dict)
     profile: list[tuple[float, str]] = field(default_factory=list)
 
@@ -89,6 +93,7 @@ def summarise(
     cpu = _at(samples, w1, "cpu_s") - _at(samples, w0, "cpu_s")
     res.cores = cpu / dt
     res.sim_cores = (_at(samples, w1, "sim_cpu_s") - _at(samples, w0, "sim_cpu_s")) / dt
+    res.server_cores = (_at(samples, w1, "server_cpu_s") - _at(samples, w0, "server_cpu_s")) / dt
     third = dt / 3
     res.rss_first_mib = _mean([s.rss_kb / 1024 for s in samples if w0 <= s.t <= w0 + third])
     res.rss_last_mib = _mean([s.rss_kb / 1024 for s in samples if w1 - third <= s.t <= w1])
@@ -153,28 +158,36 @@ def print_table(results: list[ScenarioResult], *, sink: str) -> None:
     print(
         f"{'scenario':<9} {'offered/s':>9} {'delivered/s':>11} {'us/value':>8} {'cores':>5} "
         f"{'RSS peak':>8} {'RSS trend MiB':>13} {lat_head:>28} {'startup':>7} {'sim cores':>11} "
-        f"{'missed':>6} {'errors':>6} {'pending':>7}"
+        f"{'server':>6} {'missed':>6} {'errors':>6} {'pending':>7} {'stop s':>6} {'load':>4}"
     )
     for r in results:
         lat = "-"
         if r.lat_p50 is not None:
             lat = f"{r.lat_p50:.3f}/{r.lat_p99:.3f}  {_f(r.lat_p50_first, '.3f')}->{_f(r.lat_p50_last, '.3f')}"
         sim = f"{r.sim_cores:.2f} ({r.sim_processes})" if r.sim_processes else "-"
+        stop = "killed" if r.stop_s is None else f"{r.stop_s:.1f}"
         print(
             f"{r.name:<9} {r.offered:>9,.0f} {_f(r.delivered_per_s, ',.0f'):>11} {_f(r.cpu_us_per_value, '.1f'):>8} "
             f"{r.cores:>5.3f} {r.rss_peak_mib:>8.1f} {f'{r.rss_first_mib:.1f}->{r.rss_last_mib:.1f}':>13} "
-            f"{lat:>28} {_f(r.startup_s, '.2f'):>7} {sim:>11} {r.missed_ticks:>6.0f} {r.driver_errors:>6.0f} "
-            f"{r.pending_at_end:>7,.0f}"
+            f"{lat:>28} {_f(r.startup_s, '.2f'):>7} {sim:>11} {r.server_cores:>6.2f} {r.missed_ticks:>6.0f} "
+            f"{r.driver_errors:>6.0f} {r.pending_at_end:>7,.0f} {stop:>6} {r.load_average:>4.1f}"
         )
     print(
         "us/value and cores: the daemon's CPU (all threads) over the window; RSS peak = VmHWM; trend = mean RSS of the "
         "window's first third -> last third;\nlatency: poll tick (the reading's timestamp) -> arrival at the broker; "
         "startup: daemon spawned -> first value delivered; missed: poll ticks skipped (overrun);\nerrors: driver "
-        "errors; pending: readings the sink had not acknowledged when the run ended (a growing lag shows here)."
+        "errors; pending: readings the sink had not acknowledged when the run ended (a growing lag shows here);\n"
+        "sim cores (processes) and server: CPU of the simulators and of the broker plus the counting subscriber (or "
+        "VictoriaMetrics), in cores;\nstop s: SIGTERM -> exit (the simulators and the broker still up); "
+        "load: the machine's 1-minute load average after the scenario (other work competes for the CPUs)."
     )
     for r in results:
         if r.window_s and r.window_s < 5:
             print(f"note: {r.name}: the window was only {r.window_s:.1f} s")
+        if r.stop_s is None:
+            print(f"note: {r.name}: the daemon did not stop after SIGTERM within --stop-timeout: killed (SIGKILL)")
+        elif r.stop_s > 5:
+            print(f"note: {r.name}: the daemon took {r.stop_s:.1f} s to stop after SIGTERM")
         if r.error_kinds:
             kinds = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.error_kinds.items()))
             print(f"note: {r.name}: driver errors by kind: {kinds}")
