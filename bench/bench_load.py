@@ -299,6 +299,7 @@ def main() -> int:
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the daemon over the window; print its top 10")
     ap.add_argument("--stop-timeout", type=float, default=20.0, help="SIGKILL the daemon after this (default 20 s)")
+    ap.add_argument("--pause", type=float, default=5.0, help="between two scenarios (default 5 s)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, arrivals)")
     args = ap.parse_args()
     scenarios = [Scenario.parse(s.strip()) for s in args.scenarios.split(",") if s.strip()]
@@ -317,7 +318,9 @@ def main() -> int:
     results = []
     server.start()
     try:
-        for scenario in scenarios:
+        for i, scenario in enumerate(scenarios):
+            if i:
+                time.sleep(args.pause)  # let the machine (shared) settle between two loads
             assert server.proc is not None
             results.append(run_scenario(args, scenario, work, server.port, server.proc.pid))
             print(f"  {scenario.name}: done", flush=True)

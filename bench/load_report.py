@@ -43,6 +43,7 @@ class ScenarioResult:
     driver_errors: float = 0.0
     pending_at_end: float = 0.0
     unparsed_packs: int = 0
+    first_tick_s: float | None = None  # spawn -> the timestamp (aligned poll tick) of the first value delivered
     stop_s: float | None = 0.0  # SIGTERM -> exit; None: killed after --stop-timeout
     error_kinds: dict[str, float] = field(default_factory=dict)
     profile: list[tuple[float, str]] = field(default_factory=list)
@@ -84,6 +85,8 @@ def summarise(
     first = min((a for a, _, _ in packs), default=None) if arrivals is not None else first_vm
     if first is not None:
         res.startup_s = first - started
+    if packs:
+        res.first_tick_s = min(packs)[2] - started
     # The window starts after the warm-up (from the first value in, or from the spawn when idle).
     earliest = (first if first is not None else started) + warmup
     w0, w1 = _window(earliest, samples, [a for a, _, _ in packs] if arrivals is not None else None)
@@ -184,6 +187,11 @@ def print_table(results: list[ScenarioResult], *, sink: str) -> None:
     for r in results:
         if r.window_s and r.window_s < 5:
             print(f"note: {r.name}: the window was only {r.window_s:.1f} s")
+        if r.first_tick_s is not None and r.startup_s is not None:
+            print(
+                f"note: {r.name}: startup {r.startup_s:.2f} s = {r.first_tick_s:.2f} s from spawn to the first "
+                f"delivered value's poll tick + {r.startup_s - r.first_tick_s:.2f} s from that tick to the broker"
+            )
         if r.stop_s is None:
             print(f"note: {r.name}: the daemon did not stop after SIGTERM within --stop-timeout: killed (SIGKILL)")
         elif r.stop_s > 5:
