@@ -202,7 +202,7 @@ def print_table(results: list[ScenarioResult], *, sink: str) -> None:
         if r.unparsed_packs:
             print(f"note: {r.name}: {r.unparsed_packs} messages at the broker were not SenML packs")
         if r.profile:
-            print(f"\npy-spy, {r.name}: top frames by own time (share of the daemon's samples)")
+            print(f"\npy-spy, {r.name}: top functions, then modules, by own time (share of the daemon's samples)")
             for share, frame in r.profile:
                 print(f"  {100 * share:5.1f}%  {frame}")
 
@@ -223,14 +223,31 @@ def _short(frame: str) -> str:
     return f"{m['func']} ({path})"
 
 
+def _module(frame: str) -> str:
+    """``func (path)`` -> the package (third-party), our file, or the standard module it belongs to."""
+    m = _FRAME.match(_short(frame))
+    if not m:
+        return frame
+    path = m["file"]
+    if path.startswith(("gateway/", "drivers/", "simulators/")) or "/" not in path:
+        return path
+    return path.split("/", 1)[0]
+
+
 def top_frames(raw: str, n: int) -> list[tuple[float, str]]:
-    """py-spy's raw (collapsed) output -> the ``n`` functions with most own samples, as (share, name)."""
+    """py-spy's raw (collapsed) output -> the ``n`` functions with most own samples, then the ``n`` modules
+    with most own samples (which stage the time goes to), as (share, name)."""
     own: Counter[str] = Counter()
+    modules: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         total += int(count)
-        own[_short(stack.split(";")[-1])] += int(count)
-    return [(c / total, frame) for frame, c in own.most_common(n)] if total else []
+        leaf = stack.split(";")[-1]
+        own[_short(leaf)] += int(count)
+        modules["module " + _module(leaf)] += int(count)
+    if not total:
+        return []
+    return [(c / total, name) for name, c in own.most_common(n) + modules.most_common(n)]
