@@ -18,7 +18,12 @@ cores, RSS (peak = VmHWM; trend = mean of the window's first third -> last third
 (the reading's timestamp: the aligned poll tick) to the broker p50/p99 and the p50 trend, startup (daemon
 spawned -> first value at the broker; polls are aligned to whole seconds, which adds up to 1 s), and
 daemon-side counters at the end (missed poll ticks, readings not yet acknowledged by the sink).
---profile runs py-spy on the daemon over the window and prints its top frames (own time).
+--profile runs py-spy on the daemon over the window and prints its top functions and modules (own time).
+
+The generated profile gives each register a tag (``ch = "c017"``) so that each value is a series of its own,
+as each register is a key of its own elsewhere. The status page is on, as shipped; --no-web measures the
+pipeline without it. A load the daemon cannot keep up with takes a few seconds to settle and the figures of
+a 20 s run vary from run to run on a shared machine (see the load column): use --seconds 60 or more there.
 """
 
 from __future__ import annotations
@@ -223,8 +228,8 @@ def run_scenario(
     first_vm: float | None = None
     try:
         while time.time() < end and daemon.poll() is None:
-            vm = scrape(vm_url).get("vm_rows_inserted_total{influx}", 0.0) - vm_base if args.sink == "influxdb" else 0
             now = time.time()
+            vm = scrape(vm_url).get("vm_rows_inserted_total{influx}", 0.0) - vm_base if args.sink == "influxdb" else 0
             if vm and first_vm is None:
                 first_vm = now
             samples.append(
@@ -245,7 +250,8 @@ def run_scenario(
                     stdout=log.open("a"), stderr=subprocess.STDOUT,
                 )  # fmt: skip
             # Fine steps until the first value is in, to time the startup; then on every half second of the
-            # clock: polls tick on whole seconds, so the window's ends (x.5 s) fall between two bursts of values.
+            # clock: polls tick on whole seconds, and their values take a while to arrive, so a sample at x.0 s
+            # falls between two bursts (the VictoriaMetrics count has no arrival times to choose a better phase).
             time.sleep(0.05 if first_vm is None and args.sink == "influxdb" else 0.5 - time.time() % 0.5)
         if daemon.poll() is not None:
             raise RuntimeError(f"the daemon exited with {daemon.returncode}; see {log}")

@@ -125,7 +125,7 @@ def _window(earliest: float, samples: list[Sample], arrivals: list[float] | None
     Under a light load values reach the broker in one burst per poll; a window whose ends cut a burst
     would count 0.5 s of it too many or too few. When the arrivals are known the ends go where
     the clock phase has the fewest of them; otherwise (VictoriaMetrics' counter, read every 0.5 s)
-    they are taken at a sample itself, so nothing is interpolated across a jump.
+    they are samples taken at a poll tick (x.0 s), so nothing is interpolated across a jump.
     """
     last = samples[-1].t if samples else earliest
     if arrivals:
@@ -135,7 +135,8 @@ def _window(earliest: float, samples: list[Sample], arrivals: list[float] | None
         w0 += 1 if w0 < earliest else 0
         return w0, w0 + int(last - w0) if last > w0 else w0
     inside = [s.t for s in samples if s.t >= earliest]
-    bounds = [t for t in inside if 0.5 <= t % 1 < 0.9]  # the sampler wakes on x.0 and x.5 s
+    # The sampler wakes on x.0 and x.5 s; at x.0 a poll has just started and its values are not in yet.
+    bounds = [t for t in inside if t % 1 < 0.3]
     if len(bounds) >= 2:
         return bounds[0], bounds[-1]
     return (inside[0], inside[-1]) if len(inside) >= 2 else (earliest, earliest)
