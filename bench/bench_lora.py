@@ -26,11 +26,12 @@ import time
 from pathlib import Path
 from typing import cast
 
-from gateway.buffer import AsyncBuffer
-from gateway.driver import DriverContext
 from gateway.drivers.lorawan.config import LoRaWANConfig
 from gateway.drivers.lorawan.driver import LoRaWANDriver
 from gateway.simulators.lorawan.ns import NetworkServerSim, Server, make_devices
+
+from gateway.buffer import AsyncBuffer
+from gateway.driver import DriverContext
 from gateway.writer import BufferWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.servers: the Mosquitto runner

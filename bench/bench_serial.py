@@ -24,12 +24,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.driver import DriverContext
 from gateway.drivers.serial.config import SerialSourceConfig, resolve
 from gateway.drivers.serial.driver import SerialDriver
 from gateway.drivers.serial.stream import StreamDecoder
-from gateway.model import Reading
 from gateway.simulators.serial.devices import BINARY, make_frame
+
+from gateway.driver import DriverContext
+from gateway.model import Reading
 
 PROFILES = {
     "sds011": "sds011",
