@@ -38,6 +38,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -84,23 +85,21 @@ def write_profile(folder: Path, registers: int, reg_type: str) -> str:
 
 
 def start_simulators(
-    devices: int, per_process: int, profile: str, profile_dir: Path, log: Path
-) -> tuple[list[subprocess.Popen[str]], list[int]]:
-    procs: list[subprocess.Popen[str]] = []
+    procs: list[subprocess.Popen[str]], devices: int, per_process: int, profile: str, profile_dir: Path, log: IO[str]
+) -> list[int]:
+    """Start the simulator processes (appended to ``procs`` as they start); returns the endpoints' ports."""
     ports: list[int] = []
     for first in range(0, devices, per_process):
         count = min(per_process, devices - first)
         cmd = [sys.executable, str(HERE / "load_sim.py"), "--profile", profile, "--profile-dir", str(profile_dir)]
-        procs.append(
-            subprocess.Popen([*cmd, "--endpoints", str(count)], stdout=subprocess.PIPE, stderr=log.open("a"), text=True)
-        )
+        procs.append(subprocess.Popen([*cmd, "--endpoints", str(count)], stdout=subprocess.PIPE, stderr=log, text=True))
     for proc in procs:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith("ports "):
-            raise RuntimeError(f"simulator did not start (see {log}): {line!r}")
+            raise RuntimeError(f"a simulator did not start (see {log.name}): {line!r}")
         ports += [int(p) for p in line.split()[1].split(",")]
-    return procs, ports
+    return ports
 
 
 def write_config(
@@ -195,38 +194,40 @@ def run_scenario(
 ) -> ScenarioResult:
     folder = work / scenario.name
     folder.mkdir()
-    log = folder / "processes.log"
+    log = (folder / "processes.log").open("a")
     sims: list[subprocess.Popen[str]] = []
-    ports: list[int] = []
-    profile = ""
-    if scenario.devices:
-        profile = write_profile(folder / "profiles", scenario.registers, args.type)
-        sims, ports = start_simulators(scenario.devices, args.devices_per_sim, profile, folder / "profiles", log)
-    metrics_port, topic = write_config(
-        folder / "gateway.toml", scenario, args.sink, server_port, ports, profile, folder / "profiles", web=args.web
-    )
-    counter = None
-    if args.sink == "mqtt":
-        counter = subprocess.Popen(
-            [sys.executable, str(HERE / "load_counter.py"), "--port", str(server_port), "--topic", topic,
-             "--out", str(folder / "arrivals.json")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("a"), text=True,
-        )  # fmt: skip
-        assert counter.stdout is not None
-        if counter.stdout.readline().strip() != "subscribed":
-            raise RuntimeError(f"the counter did not subscribe (see {log})")
-    vm_url = f"http://127.0.0.1:{server_port}/metrics"
-    vm_base = scrape(vm_url).get("vm_rows_inserted_total{influx}", 0.0) if args.sink == "influxdb" else 0.0
-    started = time.time()
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "-c", str(folder / "gateway.toml")],
-        stdout=log.open("a"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    samples: list[Sample] = []
+    counter: subprocess.Popen[str] | None = None
+    daemon: subprocess.Popen[bytes] | None = None
     spy: subprocess.Popen[bytes] | None = None
-    end = started + args.seconds
-    first_vm: float | None = None
+    stop_s: float | None = 0.0
     try:
+        ports: list[int] = []
+        profile = ""
+        if scenario.devices:
+            profile = write_profile(folder / "profiles", scenario.registers, args.type)
+            ports = start_simulators(sims, scenario.devices, args.devices_per_sim, profile, folder / "profiles", log)
+        metrics_port, topic = write_config(
+            folder / "gateway.toml", scenario, args.sink, server_port, ports, profile, folder / "profiles", web=args.web
+        )
+        if args.sink == "mqtt":
+            counter = subprocess.Popen(
+                [sys.executable, str(HERE / "load_counter.py"), "--port", str(server_port), "--topic", topic,
+                 "--out", str(folder / "arrivals.json")],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+            )  # fmt: skip
+            assert counter.stdout is not None
+            if counter.stdout.readline().strip() != "subscribed":
+                raise RuntimeError(f"the counter did not subscribe (see {log.name})")
+        vm_url = f"http://127.0.0.1:{server_port}/metrics"
+        vm_base = scrape(vm_url).get("vm_rows_inserted_total{influx}", 0.0) if args.sink == "influxdb" else 0.0
+        started = time.time()
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "-c", str(folder / "gateway.toml")],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        samples: list[Sample] = []
+        end = started + args.seconds
+        first_vm: float | None = None
         while time.time() < end and daemon.poll() is None:
             now = time.time()
             vm = scrape(vm_url).get("vm_rows_inserted_total{influx}", 0.0) - vm_base if args.sink == "influxdb" else 0
@@ -247,20 +248,21 @@ def run_scenario(
                     [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(daemon.pid), "--format",
                      "raw", "--rate", "100", "--nonblocking", "--duration", str(max(1, int(end - now - 0.5))),
                      "-o", str(folder / "pyspy.txt")],
-                    stdout=log.open("a"), stderr=subprocess.STDOUT,
+                    stdout=log, stderr=subprocess.STDOUT,
                 )  # fmt: skip
             # Fine steps until the first value is in, to time the startup; then on every half second of the
             # clock: polls tick on whole seconds, and their values take a while to arrive, so a sample at x.0 s
             # falls between two bursts (the VictoriaMetrics count has no arrival times to choose a better phase).
             time.sleep(0.05 if first_vm is None and args.sink == "influxdb" else 0.5 - time.time() % 0.5)
         if daemon.poll() is not None:
-            raise RuntimeError(f"the daemon exited with {daemon.returncode}; see {log}")
+            raise RuntimeError(f"the daemon exited with {daemon.returncode}; see {log.name}")
         peak_kb = status_kb(daemon.pid, "VmHWM")
         gateway_metrics = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         if spy is not None:
             spy.wait(30)
-        stop_s = stop_daemon(daemon, args.stop_timeout)
+        if daemon is not None:
+            stop_s = stop_daemon(daemon, args.stop_timeout)
         for p in sims:
             p.terminate()
             try:
@@ -272,6 +274,7 @@ def run_scenario(
             assert counter.stdin is not None
             counter.stdin.close()
             counter.wait(30)
+        log.close()
     arrivals = folder / "arrivals.json"
     result = summarise(
         scenario.name,
@@ -309,6 +312,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, arrivals)")
     args = ap.parse_args()
     scenarios = [Scenario.parse(s.strip()) for s in args.scenarios.split(",") if s.strip()]
+    if args.profile and not (Path(sys.executable).parent / "py-spy").exists():
+        ap.error("--profile needs py-spy in this environment: .venv/bin/pip install py-spy")
     if args.seconds < args.warmup + 3:
         ap.error("--seconds must leave at least 3 s after --warmup")
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
