@@ -165,15 +165,7 @@ async def start_web(
         log.error("status page not started: %s", exc)
         return None
 
-    def poll_latency(driver: str, source: str) -> tuple[float, float] | None:
-        if metrics is None:
-            return None
-        labels = {"driver": driver, "source": source}
-        total = metrics.registry.get_sample_value("gateway_poll_duration_seconds_sum", labels)
-        count = metrics.registry.get_sample_value("gateway_poll_duration_seconds_count", labels)
-        return None if total is None or count is None else (total, count)
-
-    view = StatusView(status=status, history=history, poll_latency=poll_latency)
+    view = StatusView(status=status, history=history)
     server = WebServer(view, history, password=password, store=local_store_path(config))
     try:
         port = await server.start(web.listen)

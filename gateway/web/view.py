@@ -96,11 +96,9 @@ class StatusView:
         *,
         status: Callable[[], dict[str, Any]],
         history: SeriesHistory,
-        poll_latency: Callable[[str, str], tuple[float, float] | None] = lambda driver, source: None,
     ) -> None:
         self.status = status
         self.history = history
-        self.poll_latency = poll_latency  # (sum, count) of a source's poll durations
         self._down_since: dict[tuple[str, str], int] = {}
         self._up: dict[tuple[str, str], _UpWindow] = {}
         self._sent: dict[str, _Rate] = {}
@@ -187,16 +185,15 @@ class StatusView:
             "restarts": s.get("restarts", 0),
             "readings": s.get("readings", 0),
             "last_reading_ns": max((d["last_reading_ns"] or 0 for d in out), default=0) or None,
-            "poll_latency_s": self._recent_latency(str(s.get("driver")), name),
+            "poll_latency_s": self._recent_latency(name, s),
             "devices": out,
         }
 
-    def _recent_latency(self, driver: str, source: str) -> float | None:
+    def _recent_latency(self, source: str, s: dict[str, Any]) -> float | None:
         """Mean poll duration since the previous tick; the last known one when no poll happened."""
-        now = self.poll_latency(driver, source)
-        if now is None:
+        if "polls" not in s:
             return None
-        total, count = now
+        total, count = float(s["poll_seconds_total"]), float(s["polls"])
         before = self._latency.get(source)
         latest = before[2] if before else (total / count if count else None)
         if before is not None and count > before[1]:
