@@ -315,6 +315,22 @@ def test_view_says_a_healthy_sink_with_readings_in_flight_keeps_up() -> None:
     assert data["sinks"][0]["drain_s"] == 0.0
 
 
+def test_view_shows_the_mean_poll_latency_since_its_last_tick() -> None:
+    from gateway.web.view import StatusView
+
+    status = _daemon_status(sink_state="ok", pending=0, oldest_age_s=0.0, down=[])
+    (source,) = status["sources"].values()
+    source.update(polls=10, poll_seconds_total=1.0)
+    view = StatusView(status=lambda: status, history=SeriesHistory())
+    view.tick()
+    assert json.loads(view.payload)["sources"][0]["poll_latency_s"] == 0.1  # 1.0 s over 10 polls
+    source.update(polls=14, poll_seconds_total=3.0)  # 4 more polls of 0.5 s each
+    view.tick()
+    assert json.loads(view.payload)["sources"][0]["poll_latency_s"] == 0.5
+    view.tick()  # no poll since: the last known latency stays
+    assert json.loads(view.payload)["sources"][0]["poll_latency_s"] == 0.5
+
+
 async def test_malformed_or_oversized_requests_get_400_and_the_server_goes_on(daemon_on: tuple[Daemon, int]) -> None:
     _, port = daemon_on
 
