@@ -283,6 +283,8 @@ class MQTTSink(Sink):
         # pending lists per message, so handing them a whole batch at once
         # costs O(n^2) (5000 messages on loopback: 2.1 s instead of 0.8 s).
         publishes = asyncio.gather(*(publisher() for _ in range(min(self.cfg.max_inflight, len(messages)))))
+        # Cancelled at shutdown, its error is never awaited: retrieve it so asyncio does not log it.
+        publishes.add_done_callback(lambda f: f.cancelled() or f.exception())
         problem = ""
         try:
             async with asyncio.timeout(self.cfg.timeout):
