@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = _parser(
+        "routes",
+        sub,
+        "print what each sink will receive (sources, devices, quantities) and in what form",
+        "gateway routes -c gw.toml",
+    )
+    _add_config(p)
+    p.set_defaults(func=cmd_routes)
+
+    p = _parser(
         "demo",
         sub,
         "run the gateway on simulated sensors with the embedded local store (no server needed)",
@@ -139,6 +148,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     from gateway.web import describe
 
     print(f"  status page: {describe(config.base.web)}")
+    return EXIT_OK
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+    from gateway.routing_audit import describe_routes
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    print(describe_routes(config))
     return EXIT_OK
 
 

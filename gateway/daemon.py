@@ -29,6 +29,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.dispatch import SinkDispatcher
 from gateway.liveness import Liveness
 from gateway.metrics import Metrics
+from gateway.routing_catalogue import build_routes
 from gateway.sdnotify import Notifier
 from gateway.sink import Sink
 from gateway.supervisor import SourceSupervisor
@@ -152,13 +153,14 @@ class Daemon:
         removed = await self.buffer.set_sinks(names)
         for name in removed:
             log.warning("sink %s is no longer configured: its pending readings will not be sent to it", name)
+        routes = build_routes(self.config)
         for loaded in self.config.sinks:
             if not loaded.config.enabled:
                 continue
             sink: Sink = loaded.sink_class(
                 loaded.config, site=self.config.site, gateway=self.config.gateway_name, state_dir=self.state_dir
             )
-            dispatcher = SinkDispatcher(sink, self.buffer, metrics=self.metrics)
+            dispatcher = SinkDispatcher(sink, self.buffer, metrics=self.metrics, route=routes[sink.name])
             self.dispatchers[sink.name] = dispatcher
             self._sink_tasks[sink.name] = asyncio.create_task(dispatcher.run(), name=f"sink:{sink.name}")
 

@@ -1,0 +1,155 @@
+"""Routing keys in a sink's config: refusals with the key path, the audit, and the docs/routing.md example."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import ConfigError, parse_config
+from gateway.routing_audit import describe_routes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SOURCES = """
+[[sources]]
+driver = "simulated"
+name = "city-air"
+[[sources.devices]]
+name = "aq-1"
+kind = "air"
+[[sources.devices]]
+name = "weather-1"
+kind = "weather"
+
+[[sources]]
+driver = "simulated"
+name = "operator-energy"
+[[sources.devices]]
+name = "meter-1"
+kind = "energy"
+"""
+
+
+def config(sinks: str) -> str:
+    return SOURCES + sinks
+
+
+def problems(text: str) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="gw.toml", env={})
+    return {p.key_path: p.message for p in info.value.problems}
+
+
+def test_a_rule_naming_an_unknown_key_is_refused_with_its_key_path() -> None:
+    found = problems(config('[[sinks]]\ntype = "local"\n[[sinks.include]]\ndevise = "aq-*"\n'))
+    assert "sinks[0].include[0].devise" in found
+
+
+def test_an_empty_rule_is_refused() -> None:
+    found = problems(config('[[sinks]]\ntype = "local"\n[[sinks.exclude]]\ntags = {}\n'))
+    assert "empty rule" in found["sinks[0].exclude[0]"]
+
+
+def test_rules_that_can_match_nothing_are_refused_with_their_key_paths() -> None:
+    found = problems(
+        config("""
+[[sinks]]
+type = "local"
+[[sinks.include]]
+source = "operater-*"
+[[sinks.include]]
+device = "meter-9*"
+[[sinks.exclude]]
+quantity = "pm25"
+[sinks.shape]
+drop_quantities = ["rsi"]
+""")
+    )
+    assert "matches no source; sources: city-air, operator-energy" in found["sinks[0].include[0].source"]
+    assert "matches no device" in found["sinks[0].include[1].device"]
+    assert "matches no known quantity" in found["sinks[0].exclude[0].quantity"]
+    assert "matches no known quantity" in found["sinks[0].shape.drop_quantities"]
+
+
+def test_position_needs_exactly_one_way_of_coarsening() -> None:
+    found = problems(config('[[sinks]]\ntype = "local"\n[sinks.shape]\nposition = { decimals = 2, geohash = 5 }\n'))
+    assert "exactly one" in found["sinks[0].shape.position"]
+
+
+def test_valid_rules_load() -> None:
+    cfg = parse_config(config("""
+[[sinks]]
+type = "local"
+[[sinks.include]]
+source = "operator-*"
+[[sinks.include]]
+device = "aq-*"
+quantity = ["pm*"]
+tags = { run = "*" }
+"""), env={})  # fmt: skip
+    assert [r.source for r in cfg.sinks[0].config.include] == [["operator-*"], []]
+
+
+def test_routes_prints_what_each_sink_receives_and_in_what_form() -> None:
+    cfg = parse_config(config("""
+[[sinks]]
+type = "local"
+name = "city"
+
+[[sinks]]
+type = "local"
+name = "operator"
+[[sinks.include]]
+source = "operator-*"
+
+[[sinks]]
+type = "local"
+name = "portal"
+[[sinks.include]]
+quantity = "pm*"
+[sinks.shape]
+drop_tags = ["run"]
+position = { decimals = 2 }
+"""), env={})  # fmt: skip
+    text = describe_routes(cfg)
+    city, operator, portal = text.split("sink ")[1:]
+    assert "every reading of every source" in city and "form: raw" in city
+    assert "city-air: nothing" in operator
+    assert "operator-energy: meter-1: active_power, current, energy_import, voltage" in operator
+    assert "city-air: aq-1: pm10, pm2_5\n" in portal and "operator-energy: nothing" in portal
+    assert "tags run dropped; position rounded to 2 decimal(s)" in portal
+
+
+def _doc_example(tmp_path: Path) -> Path:
+    text = (ROOT / "docs" / "routing.md").read_text(encoding="utf-8")
+    match = re.search(r"```toml\n(.*?)```", text, re.S)
+    assert match is not None
+    path = tmp_path / "gateway.toml"
+    path.write_text(match.group(1), encoding="utf-8")
+    return path
+
+
+def test_the_three_owner_example_of_the_docs_is_valid_and_routes_as_documented(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _doc_example(tmp_path)
+    assert main(["check", "-c", str(path)]) == 0
+    assert main(["routes", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    city, operator, portal = out.split("sink ")[1:]
+    assert "every reading of every source" in city
+    assert "operator-parking: parking-bay-1" in operator and "parking-bay-2" in operator
+    assert "city-energy: nothing" in operator and "air: nothing" in operator
+    assert "tags owner dropped" in operator
+    assert "air: air" in portal and "operator-parking: nothing" in portal and "city-energy: nothing" in portal
+    assert "geohash of 6 characters" in portal
+
+
+def test_routes_reports_a_bad_config_like_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(config('[[sinks]]\ntype = "local"\n[[sinks.include]]\nsource = "nope"\n'), encoding="utf-8")
+    assert main(["routes", "-c", str(path)]) == 2
+    assert "sinks[0].include[0].source" in capsys.readouterr().err
