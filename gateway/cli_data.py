@@ -274,11 +274,12 @@ def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
     rows = []
     for name, s in status.get("sinks", {}).items():
         pending = (buf.get("sinks") or {}).get(name, {}).get("pending", "?")
-        rows.append([name, s["type"], s["state"], str(s["sent"]), str(pending), str(s["dead_lettered"]),
-                     s.get("error") or ""])  # fmt: skip
+        # "filtered": readings its routing rules did not select (docs/routing.md); absent from older daemons.
+        rows.append([name, s["type"], s["state"], str(s["sent"]), str(s.get("filtered", 0)), str(pending),
+                     str(s["dead_lettered"]), s.get("error") or ""])  # fmt: skip
     if rows:
         out.write("\n")
-        print_table(rows, ["sink", "type", "state", "sent", "pending", "dead-lettered", "problem"], out)
+        print_table(rows, ["sink", "type", "state", "sent", "filtered", "pending", "dead-lettered", "problem"], out)
 
 
 def _open_buffer(paths: _Paths) -> Any:

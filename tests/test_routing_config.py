@@ -153,3 +153,22 @@ def test_routes_reports_a_bad_config_like_check(tmp_path: Path, capsys: pytest.C
     path.write_text(config('[[sinks]]\ntype = "local"\n[[sinks.include]]\nsource = "nope"\n'), encoding="utf-8")
     assert main(["routes", "-c", str(path)]) == 2
     assert "sinks[0].include[0].source" in capsys.readouterr().err
+
+
+def test_status_shows_per_sink_how_many_readings_the_rules_filtered_out() -> None:
+    import io
+
+    from gateway.cli_data import print_status
+
+    status = {
+        "gateway": "gw-1", "site": "market", "version": "0.1.0", "clock_synchronized": True,
+        "buffer": {"readings": 0, "bytes": 0, "oldest_ts_ns": None, "dropped_oldest_total": 0,
+                   "dropped_newest_total": 0, "sinks": {"portal": {"pending": 0}}},
+        "sources": {},
+        "sinks": {"portal": {"type": "mqtt", "state": "ok", "sent": 120, "selected": 120, "filtered": 4380,
+                             "dead_lettered": 0, "error": None}},
+    }  # fmt: skip
+    out = io.StringIO()
+    print_status(status, age_s=1.0, out=out)
+    header, row = [line.split() for line in out.getvalue().splitlines()[-2:]]
+    assert dict(zip(header, row, strict=False))["filtered"] == "4380"
