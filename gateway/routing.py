@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from gateway.buffer_types import BufferedReading
-from gateway.model import Reading
+from gateway.model import Reading, make_reading
 
 POSITION_TAGS = ("lat", "lon")  # what drivers stamp on a reading (drivers/serial/position.py)
 POSITION_QUANTITIES = ("latitude", "longitude")
@@ -152,6 +152,7 @@ class Route:
         self._includes = includes
         self._excludes = excludes
         self._decisions: dict[tuple[str, str], bool] = {}
+        self._shaped_tags: dict[int, tuple[Mapping[str, str], Mapping[str, str] | None]] = {}
 
     def selects(self, r: Reading) -> bool:
         """The selectors (include/exclude) and the quantities the shape drops."""
@@ -173,14 +174,25 @@ class Route:
         return self._drop_quantity is None or not self._drop_quantity(r.quantity)
 
     def shape(self, r: Reading) -> Reading:
-        changes: dict[str, object] = {}
-        if self._shape_tags is not None and r.tags:
-            tags = self._shape_tags(r.tags)
-            if tags is not None:
-                changes["tags"] = tags
+        tags = r.tags
+        if self._shape_tags is not None and tags:
+            # Readings of one series share one tags object (the buffer's series cache): shape it once.
+            hit = self._shaped_tags.get(id(tags))
+            if hit is not None and hit[0] is tags:
+                new_tags = hit[1]
+            else:
+                if len(self._shaped_tags) > 10_000:
+                    self._shaped_tags.clear()
+                new_tags = self._shape_tags(tags)
+                self._shaped_tags[id(tags)] = (tags, new_tags)  # holds ``tags``: its id is not reused meanwhile
+            if new_tags is not None:
+                tags = new_tags
+        value = r.value
         if self._decimals is not None and r.quantity in POSITION_QUANTITIES and r.is_numeric:
-            changes["value"] = round(float(r.value), self._decimals)
-        return r.with_changes(**changes) if changes else r
+            value = round(float(value), self._decimals)
+        if tags is r.tags and value is r.value:
+            return r
+        return make_reading(r.ts_ns, r.site, r.gateway, r.device, r.quantity, value, r.unit, tags, r.quality)
 
     def apply(self, batch: list[BufferedReading]) -> list[BufferedReading]:
         """The selected readings of ``batch``, shaped, with their buffer ids."""
