@@ -143,7 +143,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK")
     print(f"  site {config.site}, gateway {config.gateway_name}")
     print(f"  {len(config.sources)} source(s): " + ", ".join(f"{n} {d}" for d, n in sorted(drivers.items())))
-    print("  sinks: " + ", ".join(f"{s.config.sink_name} ({s.config.type})" for s in config.sinks))
+    print("  sinks: " + ", ".join(
+        f"{s.config.sink_name} ({s.config.type}{'' if s.config.route.is_identity else ', routed'})"
+        for s in config.sinks))  # fmt: skip
+    if any(not s.config.route.is_identity for s in config.sinks):
+        print(f"  routes: see gateway routes -c {args.config}")
     print(f"  buffer: {config.buffer_path} (max {config.base.buffer.max_bytes} bytes, {config.base.buffer.overflow})")
     from gateway.web import describe
 

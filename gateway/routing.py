@@ -19,7 +19,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from gateway.buffer_types import BufferedReading
+from gateway.config_types import ConfigValueError
 from gateway.model import Reading, make_reading
+from gateway.validate import name_problem
 
 POSITION_TAGS = ("lat", "lon")  # what drivers stamp on a reading (drivers/serial/position.py)
 POSITION_QUANTITIES = ("latitude", "longitude")
@@ -76,6 +78,17 @@ class Shape(_Strict):
     rename_tags: dict[str, str] = Field(default_factory=dict, description="old key -> new key, after drop/keep")
     drop_quantities: Globs = Field(default_factory=list, description="readings of these quantities are not sent")
     position: Position | None = None
+
+    @model_validator(mode="after")
+    def _renames_are_tag_keys(self) -> Shape:
+        for old, new in self.rename_tags.items():
+            why = name_problem(new) or ("empty" if not new else None)
+            if why is not None:
+                raise ConfigValueError(("rename_tags", old), f"{new!r} is not a tag key: {why}")
+        targets = list(self.rename_tags.values())
+        if len(set(targets)) != len(targets):
+            raise ConfigValueError(("rename_tags",), "two tags renamed to one key: one would overwrite the other")
+        return self
 
     @property
     def is_identity(self) -> bool:

@@ -114,7 +114,8 @@ def _receives(sink: LoadedSink, catalogue: SourceCatalogue) -> list[str]:
             if quantities is None:
                 decision = selected(sink, source, device, None)
                 if decision is not False:
-                    devices.append(f"{device} ({'all its quantities' if decision else 'if the rules match'})")
+                    what = "all its quantities" if decision else "the quantities the rules select, known at run time"
+                    devices.append(f"{device} ({what})")
                 continue
             chosen = sorted(q for q in quantities if selected(sink, source, device, q) is not False)
             maybe = any(selected(sink, source, device, q) is None for q in chosen)

@@ -137,6 +137,8 @@ def test_the_three_owner_example_of_the_docs_is_valid_and_routes_as_documented(
 ) -> None:
     path = _doc_example(tmp_path)
     assert main(["check", "-c", str(path)]) == 0
+    checked = capsys.readouterr().out
+    assert "city-store (influxdb), operator (mqtt, routed), open-data (mqtt, routed)" in checked
     assert main(["routes", "-c", str(path)]) == 0
     out = capsys.readouterr().out
     city, operator, portal = out.split("sink ")[1:]
@@ -144,7 +146,8 @@ def test_the_three_owner_example_of_the_docs_is_valid_and_routes_as_documented(
     assert "operator-parking: parking-bay-1" in operator and "parking-bay-2" in operator
     assert "city-energy: nothing" in operator and "air: nothing" in operator
     assert "tags owner dropped" in operator
-    assert "air: air" in portal and "operator-parking: nothing" in portal and "city-energy: nothing" in portal
+    assert "air: air (the quantities the rules select" in portal
+    assert "operator-parking: nothing" in portal and "city-energy: nothing" in portal
     assert "geohash of 6 characters" in portal
 
 
@@ -172,3 +175,10 @@ def test_status_shows_per_sink_how_many_readings_the_rules_filtered_out() -> Non
     print_status(status, age_s=1.0, out=out)
     header, row = [line.split() for line in out.getvalue().splitlines()[-2:]]
     assert dict(zip(header, row, strict=False))["filtered"] == "4380"
+
+
+def test_tags_renamed_to_an_unusable_key_or_onto_one_key_are_refused() -> None:
+    found = problems(config('[[sinks]]\ntype = "local"\n[sinks.shape]\nrename_tags = { mount = "a\\nb" }\n'))
+    assert "not a tag key: contains control characters" in found["sinks[0].shape.rename_tags.mount"]
+    found = problems(config('[[sinks]]\ntype = "local"\n[sinks.shape]\nrename_tags = { a = "x", b = "x" }\n'))
+    assert "one would overwrite the other" in found["sinks[0].shape.rename_tags"]
