@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from gateway.config import Config, LoadedSink
 from gateway.routing import Rule, Shape, glob_matcher
-from gateway.routing_catalogue import SourceCatalogue
+from gateway.routing_catalogue import SourceCatalogue, globs_overlap
 
 # Three-valued: True (selected), False (not), None (depends on tags or on quantities known at run time).
 Tri = bool | None
@@ -21,7 +21,11 @@ def _rule(rule: Rule, source: str, device: str, quantity: str | None) -> Tri:
     result: Tri = True
     if rule.source and not glob_matcher(rule.source)(source):
         return False
-    if rule.device and not glob_matcher(rule.device)(device):
+    if rule.device and _is_pattern(device):  # a name made up at run time (``node-*``): may or may not match
+        if not any(globs_overlap(g, device) for g in rule.device):
+            return False
+        result = None
+    elif rule.device and not glob_matcher(rule.device)(device):
         return False
     if rule.quantity:
         if quantity is None:
@@ -31,6 +35,10 @@ def _rule(rule: Rule, source: str, device: str, quantity: str | None) -> Tri:
     if rule.tags:
         result = None
     return result
+
+
+def _is_pattern(device: str) -> bool:
+    return "*" in device or "?" in device
 
 
 def _any(values: Sequence[Tri]) -> Tri:

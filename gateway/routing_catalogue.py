@@ -8,6 +8,7 @@ print what each sink will receive.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -71,12 +72,15 @@ def build_routes(config: Config) -> dict[str, Route]:
 def _device_can_match(globs: Sequence[str], names: Sequence[str]) -> bool:
     """A device glob can match a known name, or a name made up by a pattern (``node-*``)."""
     matches = glob_matcher(globs)
-    return any(matches(n) or ("*" in n and any(_overlap(g, n) for g in globs)) for n in names)
+    return any(matches(n) or ("*" in n and any(globs_overlap(g, n) for g in globs)) for n in names)
 
 
-def _overlap(glob: str, pattern: str) -> bool:
-    # Both are globs: they overlap if the literal prefix of one is a prefix of the other's.
-    a, b = glob.split("*")[0].split("?")[0], pattern.split("*")[0].split("?")[0]
+def globs_overlap(glob: str, pattern: str) -> bool:
+    """Whether two globs may match a common name: the literal prefix of one starts the other's.
+
+    Coarse (suffixes are not compared) but never says no to a glob that can match.
+    """
+    a, b = (re.split(r"[*?\[]", g, maxsplit=1)[0] for g in (glob, pattern))
     return a.startswith(b) or b.startswith(a)
 
 

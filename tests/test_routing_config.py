@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.cli import main
-from gateway.config import ConfigError, parse_config
-from gateway.routing_audit import describe_routes
+from gateway.config import ConfigError, build_config, parse_config
+from gateway.model import Reading
+from gateway.routing_audit import describe_routes, selected
+from gateway.routing_catalogue import SourceCatalogue, build_routes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -182,3 +187,63 @@ def test_tags_renamed_to_an_unusable_key_or_onto_one_key_are_refused() -> None:
     assert "not a tag key: contains control characters" in found["sinks[0].shape.rename_tags.mount"]
     found = problems(config('[[sinks]]\ntype = "local"\n[sinks.shape]\nrename_tags = { a = "x", b = "x" }\n'))
     assert "one would overwrite the other" in found["sinks[0].shape.rename_tags"]
+
+
+LORA_NODES = """
+[[sources]]
+driver = "loramodem"
+name = "p2p"
+modem = "rn2483"
+port = "/dev/ttyUSB0"
+profile = "lorawan-dragino-lht65"
+device = "bin"
+address_bytes = 2
+"""
+
+
+def test_a_device_rule_on_devices_named_at_run_time_is_accepted_and_audited() -> None:
+    cfg = parse_config(LORA_NODES + '[[sinks]]\ntype = "local"\n[[sinks.include]]\ndevice = "bin-00*"\n', env={})
+    assert "p2p: bin-* (the quantities the rules select, known at run time)" in describe_routes(cfg)
+    found = problems(LORA_NODES + '[[sinks]]\ntype = "local"\n[[sinks.include]]\ndevice = "pump-*"\n')
+    assert "matches no device" in found["sinks[0].include[0].device"]
+
+
+DEVICE_GLOBS = ["aq-*", "weather-1", "meter-?", "*-1", "nothing"]
+QUANTITY_GLOBS = ["pm*", "temperature", "*_power", "voltage", "p*"]
+
+
+RULE_FIELDS = st.tuples(
+    st.sampled_from(["", "city-air", "operator-*"]),
+    st.sampled_from(["", *DEVICE_GLOBS]),
+    st.sampled_from(["", *QUANTITY_GLOBS]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    include=st.lists(RULE_FIELDS, max_size=2),
+    exclude=st.lists(RULE_FIELDS, max_size=2),
+    drop=st.lists(st.sampled_from(QUANTITY_GLOBS), max_size=1),
+)
+def test_what_routes_prints_is_what_the_dispatcher_selects(
+    include: list[tuple[str, str, str]], exclude: list[tuple[str, str, str]], drop: list[str]
+) -> None:
+    def rules(drawn: list[tuple[str, str, str]]) -> list[dict[str, str]]:
+        keyed = [dict(zip(("source", "device", "quantity"), fields, strict=True)) for fields in drawn]
+        return [r for r in ({k: v for k, v in rule.items() if v} for rule in keyed) if r]
+
+    sink = {"type": "local", "include": rules(include), "exclude": rules(exclude), "shape": {"drop_quantities": drop}}
+    raw = tomllib.loads(SOURCES)
+    try:
+        cfg = build_config({**raw, "sinks": [sink]}, env={})
+    except ConfigError:
+        return  # a rule that can match nothing: refused, nothing to compare
+    loaded = cfg.sinks[0]
+    route = build_routes(cfg)[loaded.config.sink_name]
+    catalogue = SourceCatalogue.of(cfg.sources)
+    for source, cat in catalogue.sources.items():
+        assert cat is not None
+        for device, quantities in cat.devices.items():
+            for quantity in quantities or ():
+                r = Reading(ts_ns=1, site="s", gateway="g", device=device, quantity=quantity, value=1.0, unit="")
+                assert selected(loaded, source, device, quantity) is route.selects(r), (source, device, quantity)
