@@ -21,12 +21,14 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from gateway import __version__
 from gateway.buffer import AsyncBuffer
 from gateway.clock import clock_synchronized
 from gateway.config import Config, ConfigError, load_config
 from gateway.dispatch import SinkDispatcher
+from gateway.downsample import Downsampler, DownsampleState
 from gateway.liveness import Liveness
 from gateway.metrics import Metrics
 from gateway.routing_catalogue import build_routes
@@ -160,7 +162,13 @@ class Daemon:
             sink: Sink = loaded.sink_class(
                 loaded.config, site=self.config.site, gateway=self.config.gateway_name, state_dir=self.state_dir
             )
-            dispatcher = SinkDispatcher(sink, self.buffer, metrics=self.metrics, route=routes[sink.name])
+            downsampler = None
+            if loaded.config.downsample is not None:
+                state = DownsampleState(self.state_dir / f"downsample-{quote(sink.name, safe='')}.json")
+                downsampler = Downsampler(loaded.config.downsample, state)
+            dispatcher = SinkDispatcher(
+                sink, self.buffer, metrics=self.metrics, route=routes[sink.name], downsampler=downsampler
+            )
             self.dispatchers[sink.name] = dispatcher
             self._sink_tasks[sink.name] = asyncio.create_task(dispatcher.run(), name=f"sink:{sink.name}")
 
@@ -224,7 +232,11 @@ class Daemon:
             pending = [
                 n
                 for n, s in stats.sinks.items()
-                if s.pending and n in self.dispatchers and not self.dispatchers[n].failing
+                if s.pending
+                and n in self.dispatchers
+                and not self.dispatchers[n].failing
+                # A downsampling sink holds the raw readings of its open windows: never drained.
+                and self.dispatchers[n].downsampler is None
             ]
             if not pending:
                 return

@@ -103,6 +103,9 @@ def describe_routes(config: Config) -> str:
         state = "" if cfg.enabled else " [disabled]"
         lines.append(f"sink {cfg.sink_name} ({cfg.type}){state}")
         lines.append(f"  form: {describe_form(cfg.shape)}")
+        if cfg.downsample is not None:
+            d = cfg.downsample
+            lines.append(f"  downsampled: {', '.join(d.stats)} per {d.window:g} s window (aligned), not the readings")
         if not cfg.include and not cfg.exclude and not cfg.shape.drop_quantities:
             lines.append("  receives: every reading of every source")
             continue

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.downsample import DownsampleConfig
 from gateway.model import Reading
 from gateway.routing import RouteConfig, Rule, Shape
 
@@ -87,6 +88,9 @@ class SinkConfig(BaseModel):
     include: list[Rule] = Field(default_factory=list, description="send only readings matching one of these")
     exclude: list[Rule] = Field(default_factory=list, description="never send readings matching one of these")
     shape: Shape = Field(default_factory=Shape, description="drop/rename tags, drop quantities, coarsen positions")
+    downsample: DownsampleConfig | None = Field(
+        default=None, description="send statistics per aligned window to this sink only (gateway/downsample.py)"
+    )
 
     @property
     def sink_name(self) -> str:

@@ -130,7 +130,7 @@ position = { decimals = 2 }
 
 def _doc_example(tmp_path: Path) -> Path:
     text = (ROOT / "docs" / "routing.md").read_text(encoding="utf-8")
-    match = re.search(r"```toml\n(.*?)```", text, re.S)
+    match = re.search(r"```toml\n(\[gateway\].*?)```", text, re.S)
     assert match is not None
     path = tmp_path / "gateway.toml"
     path.write_text(match.group(1), encoding="utf-8")
@@ -154,6 +154,7 @@ def test_the_three_owner_example_of_the_docs_is_valid_and_routes_as_documented(
     assert "air: air (the quantities the rules select" in portal
     assert "operator-parking: nothing" in portal and "city-energy: nothing" in portal
     assert "geohash of 6 characters" in portal
+    assert "downsampled: mean per 900 s window" in portal
 
 
 def test_routes_reports_a_bad_config_like_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
