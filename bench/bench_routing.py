@@ -7,7 +7,8 @@ pipeline's, not a server's), 50 devices x 4 quantities with two tags each, sync=
 1. one sink, no rules;
 2. three sinks, no rules (the cost of three cursors alone);
 3. three routed sinks: the city's (no rules), an operator's (include one source's 10 devices,
-   drop a tag), an open-data portal's (include pm*, keep two tags, position rounded to 2 decimals).
+   drop a tag), an open-data portal's (include pm*, keep two tags, position rounded to 2 decimals);
+4. the same, the portal downsampled (15-minute means, gateway/downsample.py).
 Readings/s = readings offered / time until every sink's cursor has passed all of them.
 """
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_pipeline import cpu_s
 from gateway.buffer import AsyncBuffer
 from gateway.dispatch import SinkDispatcher
+from gateway.downsample import DownsampleConfig, Downsampler, DownsampleState
 from gateway.model import Reading
 from gateway.routing import Position, Route, RouteConfig, Rule, Shape
 from gateway.sink import SendResult, Sink, SinkConfig
@@ -65,10 +67,18 @@ ROUTES = {
 }
 
 
-async def run(state: Path, n: int, routes: dict[str, RouteConfig]) -> tuple[float, float]:
-    buffer = await AsyncBuffer.open(state / f"buffer-{time.monotonic_ns()}.sqlite", sync="normal")
+async def run(
+    state: Path, n: int, routes: dict[str, RouteConfig], downsample: str | None = None
+) -> tuple[float, float]:
+    tag = time.monotonic_ns()
+    buffer = await AsyncBuffer.open(state / f"buffer-{tag}.sqlite", sync="normal")
     await buffer.set_sinks(list(routes))
-    dispatchers = [SinkDispatcher(NullSink(name), buffer, route=Route(cfg, SOURCES)) for name, cfg in routes.items()]
+    dispatchers = [
+        SinkDispatcher(NullSink(name), buffer, route=Route(cfg, SOURCES), downsampler=(
+            Downsampler(DownsampleConfig(window=900.0), DownsampleState(state / f"ds-{tag}.json"))
+            if name == downsample else None))
+        for name, cfg in routes.items()
+    ]  # fmt: skip
 
     def notify() -> None:
         for d in dispatchers:
@@ -100,12 +110,14 @@ async def main() -> None:
         "1 sink, no rules": {"city": RouteConfig()},
         "3 sinks, no rules": {name: RouteConfig() for name in ROUTES},
         "3 routed sinks": ROUTES,
+        "3 routed, 1 downsampled": ROUTES,
     }
     with tempfile.TemporaryDirectory() as tmp:
         for label, routes in cases.items():
             for _ in range(args.runs):
-                wall, cpu = await run(Path(tmp), args.readings, routes)
-                print(f"{label:<20} {args.readings / wall:>9,.0f} readings/s  "
+                downsample = "portal" if "downsampled" in label else None
+                wall, cpu = await run(Path(tmp), args.readings, routes, downsample)
+                print(f"{label:<24} {args.readings / wall:>9,.0f} readings/s  "
                       f"{cpu / args.readings * 100_000:.2f} CPU s per 100k", flush=True)  # fmt: skip
 
 
