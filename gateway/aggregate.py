@@ -96,9 +96,6 @@ class WindowAggregator:
         self.reopened = 0  # windows opened again by a reading that came after they were forgotten
         self.forgotten_before_ns = 0  # every window that starts before this has been forgotten (end of the newest)
 
-    def window_start(self, ts_ns: int) -> int:
-        return ts_ns - ts_ns % self.window_ns
-
     def add(self, readings: Iterable[Reading], now_ns: int, ids: Iterable[int] | None = None) -> None:
         """Add readings; ``ids`` (their buffer ids, in the same order) lets ``held_id`` say which must stay."""
         forget_before = now_ns - self.grace_ns - self.window_ns

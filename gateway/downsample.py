@@ -11,8 +11,8 @@ still in memory (open, or still correctable by a late reading), so a kill -9 at 
 moment loses no window: the dispatcher reads the raw readings again and rebuilds the
 windows. A window already forgotten (sent and past correction) must not be rebuilt
 from the part of its readings that lies after the cursor: before the cursor moves,
-``DownsampleState`` records (fsynced) that every window starting before ``D`` is done
-for the readings up to buffer id ``X``; those are skipped when read again. Points are
+``DownsampleState`` records (fsynced) that the readings stamped before ``D`` with a
+buffer id up to ``X`` are in windows already done; those are skipped when read again. Points are
 idempotent per series and window start, so a window sent again after a crash
 replaces itself with the same value.
 """
@@ -52,7 +52,7 @@ class DownsampleConfig(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """Windows starting before ``before_ns`` are done for the readings with buffer id <= ``through_id``."""
+    """Readings stamped before ``before_ns`` with buffer id <= ``through_id`` are in windows already done."""
 
     before_ns: int = 0
     through_id: int = 0
@@ -106,8 +106,9 @@ class Downsampler:
     def add(self, items: Sequence[BufferedReading], now_ns: int) -> None:
         done = self.done
         if done.through_id and items and items[0].id <= done.through_id:
-            start_of = self.windows.window_start
-            kept = [i for i in items if i.id > done.through_id or start_of(i.reading.ts_ns) >= done.before_ns]
+            # By timestamp, not window start: the windows done all ended by ``before_ns``, and a window
+            # length changed by a reload must not make readings of a window still held count as done.
+            kept = [i for i in items if i.id > done.through_id or i.reading.ts_ns >= done.before_ns]
             self.skipped += len(items) - len(kept)
             items = kept
         self.windows.add((i.reading for i in items), now_ns, (i.id for i in items))
