@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class SourceCatalogue:
-    """Every enabled source's catalogue; None for a driver that cannot tell its devices."""
+    """Every source's catalogue; None for a driver that cannot tell its devices.
+
+    Disabled sources are in it too: disabling a source for a while must not make a sink's rules invalid.
+    """
 
     sources: dict[str, DeviceCatalogue | None] = field(default_factory=dict)
 
@@ -32,8 +35,6 @@ class SourceCatalogue:
     def of(cls, sources: Iterable[LoadedSource]) -> SourceCatalogue:
         out: dict[str, DeviceCatalogue | None] = {}
         for loaded in sources:
-            if not loaded.config.enabled:
-                continue
             try:
                 out[loaded.config.name] = loaded.driver_class.catalogue(loaded.config)
             except ValueError:

@@ -248,3 +248,9 @@ def test_what_routes_prints_is_what_the_dispatcher_selects(
             for quantity in quantities or ():
                 r = Reading(ts_ns=1, site="s", gateway="g", device=device, quantity=quantity, value=1.0, unit="")
                 assert selected(loaded, source, device, quantity) is route.selects(r), (source, device, quantity)
+
+
+def test_a_rule_on_a_disabled_source_stays_valid() -> None:
+    text = SOURCES.replace('name = "operator-energy"', 'name = "operator-energy"\nenabled = false')
+    cfg = parse_config(text + '[[sinks]]\ntype = "local"\n[[sinks.include]]\nsource = "operator-*"\n', env={})
+    assert "operator-energy: meter-1" in describe_routes(cfg)
