@@ -11,7 +11,8 @@ Rules (docs/data-model.md, "Aggregated sources"):
   stamped with its window's start.
 * ``mean`` keeps the series as it is (same quantity, unit and tags), so a
   dashboard needs no change; ``min``, ``max`` and ``last`` add the tag
-  ``stat=<name>``. Values that are not numbers (str, bool) are never averaged:
+  ``stat=<name>``; ``count`` (readings in the window) adds ``stat=count`` with
+  the unit ``count``. Values that are not numbers (str, bool) are never averaged:
   their series gets the window's last value, untagged.
 * BAD readings are left out of a window that has others; the aggregate's
   quality is the worst of the readings used.
@@ -41,7 +42,7 @@ from gateway.config_types import Duration
 from gateway.model import Quality, Reading, Value, make_reading
 from gateway.tags import TagsCache, encode_tags
 
-Stat = Literal["mean", "min", "max", "last"]
+Stat = Literal["mean", "min", "max", "last", "count"]
 
 
 class AggregateConfig(BaseModel):
@@ -76,6 +77,7 @@ class _Window:
     only_bad: bool = True  # all readings so far are BAD (they count only while nothing better exists)
     emitted: bool = False
     dirty: bool = False
+    first_id: int = 0  # smallest buffer id of its readings (per-sink downsampling, gateway/downsample.py); 0: none
 
 
 def _is_number(value: Value) -> bool:
@@ -92,9 +94,12 @@ class WindowAggregator:
         self._windows: dict[tuple[_Series, int], _Window] = {}
         self._tags_key = TagsCache(encode_tags, "")  # tags as canonical text, once per tag set
         self.reopened = 0  # windows opened again by a reading that came after they were forgotten
+        self.forgotten_before_ns = 0  # every window that starts before this has been forgotten (end of the newest)
 
-    def add(self, readings: Iterable[Reading], now_ns: int) -> None:
+    def add(self, readings: Iterable[Reading], now_ns: int, ids: Iterable[int] | None = None) -> None:
+        """Add readings; ``ids`` (their buffer ids, in the same order) lets ``held_id`` say which must stay."""
         forget_before = now_ns - self.grace_ns - self.window_ns
+        id_of = iter(ids) if ids is not None else None
         for r in readings:
             start = r.ts_ns - r.ts_ns % self.window_ns
             key = ((r.site, r.gateway, r.device, r.quantity, r.unit, self._tags_key(r.tags)), start)
@@ -103,6 +108,10 @@ class WindowAggregator:
                 if start + self.window_ns <= forget_before:
                     self.reopened += 1
                 window = self._windows[key] = _Window(first=r, start_ns=start)
+            if id_of is not None:
+                row_id = next(id_of)
+                if not window.first_id or row_id < window.first_id:
+                    window.first_id = row_id
             self._include(window, r)
 
     def _include(self, w: _Window, r: Reading) -> None:
@@ -131,16 +140,25 @@ class WindowAggregator:
 
     def due(self, now_ns: int) -> list[Reading]:
         """Aggregates of windows whose end + grace has passed (and corrected ones); forgets old windows."""
-        out: list[Reading] = []
+        return [r for _, r in self.due_items(now_ns)]
+
+    def due_items(self, now_ns: int) -> list[tuple[int, Reading]]:
+        """``due`` with each aggregate's window ``first_id``."""
+        out: list[tuple[int, Reading]] = []
         forget_before = now_ns - self.grace_ns - self.window_ns
         for key, w in list(self._windows.items()):
             end = w.start_ns + self.window_ns
             if end + self.grace_ns <= now_ns and (not w.emitted or w.dirty):  # reopened windows too
-                out.extend(self._aggregates(w))
+                out.extend((w.first_id, r) for r in self._aggregates(w))
                 w.emitted, w.dirty = True, False
             if end <= forget_before:
                 del self._windows[key]
+                self.forgotten_before_ns = max(self.forgotten_before_ns, end)
         return out
+
+    def held_id(self) -> int | None:
+        """The smallest buffer id of a reading of a window still in memory (open or still correctable)."""
+        return min((w.first_id for w in self._windows.values() if w.first_id), default=None)
 
     def close_all(self) -> list[Reading]:
         """Every window not yet sent (or corrected), partial or not: for a clean stop or a reload."""
@@ -163,13 +181,16 @@ class WindowAggregator:
                                  w.quality)]  # fmt: skip
         out = []
         for stat in self.config.stats:
+            unit = f.unit
             if stat == "mean":
                 value: Value = w.total / w.count
                 tags = f.tags
+            elif stat == "count":
+                value, unit, tags = w.count, "count", {**f.tags, "stat": stat}
             else:
                 assert w.last is not None
                 value = {"min": w.low, "max": w.high, "last": w.last.value}[stat]  # type: ignore[assignment]
                 tags = {**f.tags, "stat": stat}
-            out.append(make_reading(w.start_ns, f.site, f.gateway, f.device, f.quantity, value, f.unit, tags,
+            out.append(make_reading(w.start_ns, f.site, f.gateway, f.device, f.quantity, value, unit, tags,
                                     w.quality))  # fmt: skip
         return out

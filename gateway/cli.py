@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = _parser(
+        "routes",
+        sub,
+        "print what each sink will receive (sources, devices, quantities) and in what form",
+        "gateway routes -c gw.toml",
+    )
+    _add_config(p)
+    p.set_defaults(func=cmd_routes)
+
+    p = _parser(
         "demo",
         sub,
         "run the gateway on simulated sensors with the embedded local store (no server needed)",
@@ -138,7 +147,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK")
     print(f"  site {config.site}, gateway {config.gateway_name}")
     print(f"  {len(config.sources)} source(s): " + ", ".join(f"{n} {d}" for d, n in sorted(drivers.items())))
-    print("  sinks: " + ", ".join(f"{s.config.sink_name} ({s.config.type})" for s in config.sinks))
+    print("  sinks: " + ", ".join(
+        f"{s.config.sink_name} ({s.config.type}{'' if s.config.route.is_identity else ', routed'})"
+        for s in config.sinks))  # fmt: skip
+    if any(not s.config.route.is_identity for s in config.sinks):
+        print(f"  routes: see gateway routes -c {args.config}")
     print(f"  buffer: {config.buffer_path} (max {config.base.buffer.max_bytes} bytes, {config.base.buffer.overflow})")
     from gateway.web import describe
 
@@ -151,6 +164,19 @@ def _fleet_warnings(config: Config) -> list[ConfigProblem]:
 
     name_unset = default_name_warning(config.base.gateway)
     return [name_unset] if name_unset is not None else []
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+    from gateway.routing_audit import describe_routes
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    print(describe_routes(config))
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

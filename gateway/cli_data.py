@@ -287,11 +287,12 @@ def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
         problem = s.get("error") or ""
         if s.get("restarts"):
             problem = f"dispatcher restarted {s['restarts']}x" + (f"; {problem}" if problem else "")
-        rows.append([name, s["type"], s["state"], str(s["sent"]), str(pending), str(s["dead_lettered"]),
-                     problem])  # fmt: skip
+        # "filtered": readings its routing rules did not select (docs/routing.md); absent from older daemons.
+        rows.append([name, s["type"], s["state"], str(s["sent"]), str(s.get("filtered", 0)), str(pending),
+                     str(s["dead_lettered"]), problem])  # fmt: skip
     if rows:
         out.write("\n")
-        print_table(rows, ["sink", "type", "state", "sent", "pending", "dead-lettered", "problem"], out)
+        print_table(rows, ["sink", "type", "state", "sent", "filtered", "pending", "dead-lettered", "problem"], out)
 
 
 def _open_buffer(paths: _Paths) -> Any:

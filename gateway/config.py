@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from gateway import config_checks, plugins
+from gateway import config_checks, plugins, routing_catalogue
 from gateway.config_messages import ConfigProblem, key_path, problems_from_validation
 from gateway.config_types import ByteSize, ConfigValueError, ConfigValueErrors, ConfigWarning, Duration
 from gateway.driver import Driver, SourceConfig
@@ -316,6 +316,8 @@ def build_config(
                 ConfigProblem(f"sinks[{i}].name", f"{name!r} is already used by sinks[{sink_seen[name]}]; set a name")
             )
         sink_seen[name] = i
+    if len(sinks) == len(sink_dicts):  # the key paths below are indices of sink_dicts
+        _check_routes(sources, sinks, problems, warnings_)
 
     if problems:
         raise ConfigError(source, problems)
@@ -326,6 +328,16 @@ def build_config(
         sinks=tuple(typing.cast(list[LoadedSink], sinks)),
         warnings=tuple(warnings_),
     )
+
+
+def _check_routes(
+    sources: list[Any], sinks: list[Any], problems: list[ConfigProblem], warnings_: list[ConfigProblem]
+) -> None:
+    """Routing rules that can match nothing are refused (gateway/routing_catalogue.py)."""
+    catalogue = routing_catalogue.SourceCatalogue.of(sources)
+    for i, snk in enumerate(sinks):
+        problems.extend(routing_catalogue.rule_problems(snk, i, catalogue))
+        warnings_.extend(routing_catalogue.routing_warnings(snk, i, catalogue))
 
 
 @dataclass(slots=True)

@@ -21,17 +21,20 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from gateway import __version__, loop_errors, scheduling
 from gateway.buffer import AsyncBuffer
 from gateway.clock import clock_synchronized
 from gateway.config import Config, ConfigError, load_config
 from gateway.dispatch import SinkDispatcher
+from gateway.downsample import Downsampler, DownsampleState
 from gateway.fleet.agent import FleetAgent
 from gateway.fleet.health import config_digest
 from gateway.fleet.identity import Identity, load_identity
 from gateway.liveness import Liveness
 from gateway.metrics import Metrics
+from gateway.routing_catalogue import build_routes
 from gateway.sdnotify import Notifier
 from gateway.sink import Sink
 from gateway.supervisor import SourceSupervisor
@@ -190,13 +193,20 @@ class Daemon:
         removed = await self.buffer.set_sinks(names)
         for name in removed:
             log.warning("sink %s is no longer configured: its pending readings will not be sent to it", name)
+        routes = build_routes(self.config)
         for loaded in self.config.sinks:
             if not loaded.config.enabled:
                 continue
             sink: Sink = loaded.sink_class(
                 loaded.config, site=self.config.site, gateway=self.config.gateway_name, state_dir=self.state_dir
             )
-            dispatcher = SinkDispatcher(sink, self.buffer, metrics=self.metrics)
+            downsampler = None
+            if loaded.config.downsample is not None:
+                state = DownsampleState(self.state_dir / f"downsample-{quote(sink.name, safe='')}.json")
+                downsampler = Downsampler(loaded.config.downsample, state)
+            dispatcher = SinkDispatcher(
+                sink, self.buffer, metrics=self.metrics, route=routes[sink.name], downsampler=downsampler
+            )
             self.dispatchers[sink.name] = dispatcher
             self._sink_tasks[sink.name] = asyncio.create_task(dispatcher.run(), name=f"sink:{sink.name}")
 
@@ -261,7 +271,11 @@ class Daemon:
             pending = [
                 n
                 for n, s in stats.sinks.items()
-                if s.pending and n in self.dispatchers and not self.dispatchers[n].failing
+                if s.pending
+                and n in self.dispatchers
+                and not self.dispatchers[n].failing
+                # A downsampling sink holds the raw readings of its open windows: never drained.
+                and self.dispatchers[n].downsampler is None
             ]
             if not pending:
                 return

@@ -8,6 +8,13 @@ The core owns the retry taxonomy (``gateway.sink.Outcome``):
   inspectable with ``gateway buffer dead-letters``), deliver the rest.
 A dead sink only stops its own cursor; other sinks go on.
 
+Routing (gateway/routing.py): the sink's rules are applied to each batch as it
+is taken from the buffer, before anything else sees it, so a retry, a split
+and a dead letter only ever hold selected (and shaped) readings; the cursor is
+then acked past the whole batch, the unselected readings included. A sink
+with ``downsample`` (gateway/downsample.py) sends statistics per window instead,
+and its cursor stays before the raw readings of the windows it still holds.
+
 The dispatcher is supervised like a driver: an exception out of the buffer
 (``take``, ``ack``, dead-lettering on a full disk) restarts its loop from the
 sink's cursor with capped backoff; it shows as ``failing`` with the error in
@@ -27,7 +34,9 @@ from typing import Any
 
 from gateway.aio import wait_event
 from gateway.buffer import AsyncBuffer, BufferedReading, BufferFullError
+from gateway.downsample import Downsampler
 from gateway.metrics import Metrics
+from gateway.routing import Route, identity_route
 from gateway.scheduling import Backoff
 from gateway.sink import Outcome, SendResult, Sink
 
@@ -49,6 +58,8 @@ class SinkDispatcher:
         metrics: Metrics | None = None,
         backoff: Backoff | None = None,
         batch_size: int | None = None,
+        route: Route | None = None,
+        downsampler: Downsampler | None = None,
     ) -> None:
         self.sink = sink
         self.name = sink.name
@@ -56,6 +67,11 @@ class SinkDispatcher:
         self.metrics = metrics
         self.backoff = backoff or Backoff(initial_s=0.5, cap_s=60.0)
         self.batch_size = batch_size or sink.config.batch_size
+        self.route = route or identity_route()
+        self.selected_total = 0
+        self.filtered_total = 0
+        self.downsampler = downsampler
+        self._counted_through = 0  # downsampling: readings are counted when read, once
         self._new_data = asyncio.Event()
         self.failing: str | None = None
         self._last_auth_log = 0.0
@@ -94,6 +110,9 @@ class SinkDispatcher:
                 log.exception("sink %s did not close cleanly", self.name)
 
     async def _loop(self) -> None:
+        if self.downsampler is not None:
+            await self._loop_downsampled(self.downsampler)
+            return
         # Always starts from the sink's cursor: after a restart the batch that
         # was in memory is read again from the buffer.
         batch = await self.buffer.take(self.name, self.batch_size)
@@ -107,18 +126,68 @@ class SinkDispatcher:
             # Read the next batch while this one is on the wire.
             prefetch = asyncio.create_task(self.buffer.take(self.name, self.batch_size, after_id=batch[-1].id))
             try:
-                await self._deliver_batch(batch)
+                selected = self.route.apply(batch)
+                if selected:
+                    await self._deliver_batch(selected)
                 lost = await self.buffer.ack(self.name, batch[-1].id, first_id=batch[0].id)
             except BaseException:
                 prefetch.cancel()
                 with contextlib.suppress(BaseException):
                     await prefetch  # never leave its exception unretrieved
                 raise
+            # Counted once acked: a batch read again after a restart is not counted twice.
+            self._count_routed(len(selected), len(batch) - len(selected))
             if lost and self.metrics is not None:
                 # drop_oldest deleted these while a batch of ours held them, and we read on past them.
                 self.metrics.buffer_dropped.labels("drop_oldest").inc(lost)
             self._mended()
             batch = await prefetch
+
+    async def _loop_downsampled(self, ds: Downsampler) -> None:
+        """Read on past the cursor into the windows; send closed windows; ack what no window holds any more."""
+        await asyncio.to_thread(ds.restart)  # windows are rebuilt from the cursor, like a batch after a restart
+        read_through: int | None = None  # None: read from the cursor
+        acked = 0
+        while True:
+            batch = await self.buffer.take(self.name, self.batch_size, after_id=read_through)
+            if batch:
+                read_through = batch[-1].id
+                selected = self.route.apply(batch)
+                fresh = [i for i in batch if i.id > self._counted_through]
+                if fresh:
+                    kept = len([i for i in selected if i.id > self._counted_through])
+                    self._count_routed(kept, len(fresh) - kept)
+                    self._counted_through = fresh[-1].id
+                ds.add(selected, ds.clock())
+            if len(batch) < self.batch_size:
+                # Caught up with the buffer: windows close by the clock now, not while a backlog
+                # is still being read (that would send a window before its later readings).
+                due = ds.due(ds.clock())
+                if due:
+                    await self._deliver_batch(due)
+                if read_through is not None:
+                    done = ds.settle(read_through)
+                    if done is not None:
+                        await asyncio.to_thread(ds.state.save, done)  # before the cursor moves past those readings
+                    target = ds.ack_target(read_through)
+                    if target > acked:
+                        lost = await self.buffer.ack(self.name, target)
+                        acked = target
+                        if lost and self.metrics is not None:
+                            self.metrics.buffer_dropped.labels("drop_oldest").inc(lost)
+                self._mended()
+            if not batch:
+                self._new_data.clear()
+                await wait_event(self._new_data, IDLE_WAIT_S)
+
+    def _count_routed(self, selected: int, filtered: int) -> None:
+        self.selected_total += selected
+        self.filtered_total += filtered
+        if self.metrics is not None:
+            if selected:
+                self.metrics.sink_selected.labels(self.name).inc(selected)
+            if filtered:
+                self.metrics.sink_filtered.labels(self.name).inc(filtered)
 
     def _broke(self, exc: Exception) -> None:
         self.restarts += 1
@@ -256,6 +325,9 @@ class SinkDispatcher:
             "sent": self.sent_total,
             "restarts": self.restarts,
             "dead_lettered": self.dead_lettered_total,
+            "selected": self.selected_total,
+            "filtered": self.filtered_total,
+            **({"open_windows": self.downsampler.windows.open_windows} if self.downsampler is not None else {}),
             "last_success_ns": self.last_success_ns,
             **self.sink.status(),
         }

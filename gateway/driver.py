@@ -61,6 +61,22 @@ class SourceConfig(BaseModel):
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceCatalogue:
+    """The devices a source will name in its readings, as far as its config tells.
+
+    Returned by the optional ``Driver.catalogue``; used to select a sink's readings by
+    source (a Reading carries no source) and by ``gateway routes``. ``devices`` maps each
+    device to its quantities (None: not known before readings arrive); ``patterns`` are
+    globs of device names made up at run time (a node address); ``open`` says the source
+    may name other devices still (a LoRaWAN source accepting unknown devices).
+    """
+
+    devices: Mapping[str, frozenset[str] | None]
+    patterns: tuple[str, ...] = ()
+    open: bool = False
+
+
 async def _keep_nothing(items: Sequence[RejectedMessage]) -> None:
     """Default reject hook (unit tests without a buffer)."""
 
@@ -172,6 +188,15 @@ class Driver(abc.ABC):
         Raise ``ValueError`` with a message; the core reports it with the file and
         the source's key path.
         """
+
+    @classmethod
+    def catalogue(cls, config: SourceConfig) -> DeviceCatalogue | None:
+        """The devices (and their quantities) this source will emit, from its config. Pure.
+
+        None: the driver cannot tell; such a source cannot be selected by name in a sink's
+        routing rules (``gateway check`` says so) and its devices are selected by name instead.
+        """
+        return None
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open ports and connections. Raising here is retried with backoff."""

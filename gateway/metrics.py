@@ -99,6 +99,18 @@ class Metrics:
             "gateway_device_up", "1 if the device answered its last poll", ["driver", "source", "device"], registry=r
         )
         self.sink_sent = Counter("gateway_sink_sent_readings", "Readings acknowledged by a sink", ["sink"], registry=r)
+        self.sink_selected = Counter(
+            "gateway_sink_selected_readings",
+            "Readings a sink's routing rules selected (acked past; sent unless dead-lettered)",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_filtered = Counter(
+            "gateway_sink_filtered_readings",
+            "Readings a sink's routing rules did not select (its cursor moved past them)",
+            ["sink"],
+            registry=r,
+        )
         self.sink_failed = Counter(
             "gateway_sink_failed_batches", "Batches a sink did not accept, by outcome", ["sink", "outcome"], registry=r
         )

@@ -17,7 +17,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.downsample import DownsampleConfig
 from gateway.model import Reading
+from gateway.routing import RouteConfig, Rule, Shape
 
 
 class Outcome(enum.Enum):
@@ -82,10 +84,21 @@ class SinkConfig(BaseModel):
     name: str = Field(default="", description="unique sink name; defaults to the type")
     batch_size: int = Field(default=5000, ge=1, le=100_000)
     enabled: bool = True
+    # Routing (gateway/routing.py, docs/routing.md): which readings this sink receives and in what form.
+    include: list[Rule] = Field(default_factory=list, description="send only readings matching one of these")
+    exclude: list[Rule] = Field(default_factory=list, description="never send readings matching one of these")
+    shape: Shape = Field(default_factory=Shape, description="drop/rename tags, drop quantities, coarsen positions")
+    downsample: DownsampleConfig | None = Field(
+        default=None, description="send statistics per aligned window to this sink only (gateway/downsample.py)"
+    )
 
     @property
     def sink_name(self) -> str:
         return self.name or self.type
+
+    @property
+    def route(self) -> RouteConfig:
+        return RouteConfig(include=self.include, exclude=self.exclude, shape=self.shape)
 
 
 class Sink(abc.ABC):

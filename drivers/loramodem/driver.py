@@ -16,7 +16,7 @@ import serial_asyncio_fast
 from pydantic import ValidationError
 
 from gateway import plugins
-from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
+from gateway.driver import DeviceCatalogue, DriverContext, Emit, PushDriver, SourceConfig
 from gateway.drivers.loramodem.config import LoRaModemConfig
 from gateway.drivers.loramodem.modems import MODEMS, BadLine, ModemError, Packet
 from gateway.drivers.lorawan.codecs import Codec, CodecConfigError, DecodeResult, make_codec
@@ -65,6 +65,14 @@ class LoRaModemDriver(PushDriver):
     def validate(cls, config: SourceConfig) -> None:
         assert isinstance(config, LoRaModemConfig)
         build_codec(config)
+
+    @classmethod
+    def catalogue(cls, config: SourceConfig) -> DeviceCatalogue:
+        assert isinstance(config, LoRaModemConfig)
+        device = config.device or config.name
+        if config.address_bytes:  # one device per node address, named when its first packet arrives
+            return DeviceCatalogue({}, patterns=(f"{device}-*",))
+        return DeviceCatalogue({device: None})
 
     def status(self) -> dict[str, Any]:
         return {"port": self.config.port, "modem": self.config.modem, **self.counters}

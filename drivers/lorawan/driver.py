@@ -18,7 +18,7 @@ import aiomqtt
 
 from gateway.buffer import RejectedMessage
 from gateway.config_types import resolve_secret
-from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
+from gateway.driver import DeviceCatalogue, DriverContext, Emit, PushDriver, SourceConfig
 from gateway.drivers.lorawan.codecs import DecodeResult
 from gateway.drivers.lorawan.config import LoRaWANConfig
 from gateway.drivers.lorawan.dedup import Deduplicator, Key
@@ -76,6 +76,13 @@ class LoRaWANDriver(PushDriver):
     def validate(cls, config: SourceConfig) -> None:
         assert isinstance(config, LoRaWANConfig)
         DeviceTable(config)  # raises ValueError naming devices[i].codec / .profile
+
+    @classmethod
+    def catalogue(cls, config: SourceConfig) -> DeviceCatalogue:
+        assert isinstance(config, LoRaWANConfig)
+        # Quantities depend on the codec and the payloads; unlisted devices are named by their DevEUI.
+        devices: dict[str, frozenset[str] | None] = {d.name or d.id.lower(): None for d in config.devices}
+        return DeviceCatalogue(devices, open=config.accept_unknown_devices)
 
     async def start(self) -> None:
         self._password = resolve_secret(

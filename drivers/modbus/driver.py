@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
+from gateway.driver import DeviceCatalogue, DriverContext, Emit, PushDriver, SourceConfig
 from gateway.drivers.modbus.bus import Bus
 from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.devices import ResolvedDevice, resolve_devices
@@ -49,6 +49,11 @@ class ModbusDriver(PushDriver):
     def validate(cls, config: SourceConfig) -> None:
         assert isinstance(config, ModbusSourceConfig)
         resolve_devices(config)  # DeviceSetupError(s) name the key path; the loader reports each
+
+    @classmethod
+    def catalogue(cls, config: SourceConfig) -> DeviceCatalogue:
+        assert isinstance(config, ModbusSourceConfig)
+        return DeviceCatalogue({d.name: frozenset(f.quantity for f in d.fields) for d in resolve_devices(config)})
 
     async def start(self) -> None:
         quiet_pymodbus()

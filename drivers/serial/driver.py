@@ -17,7 +17,7 @@ from typing import Any, cast
 import serial
 import serial_asyncio_fast
 
-from gateway.driver import DriverContext, Emit, PushDriver, SourceConfig
+from gateway.driver import DeviceCatalogue, DriverContext, Emit, PushDriver, SourceConfig
 from gateway.model import Quality, Reading, now_ns
 from gateway.scheduling import Backoff, aligned_ticks
 
@@ -62,6 +62,11 @@ class SerialDriver(PushDriver):
         resolve(cfg)
         if cfg.position_from == cfg.name:
             raise ValueError("position_from: a source cannot take its position from itself")
+
+    @classmethod
+    def catalogue(cls, config: SourceConfig) -> DeviceCatalogue:
+        # One device per serial line; its quantities depend on the frames that arrive.
+        return DeviceCatalogue({cast(SerialSourceConfig, config).device_name: None})
 
     @property
     def silence_timeout(self) -> float:

@@ -20,10 +20,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.driver import DriverContext, PolledDriver, SourceConfig
+from gateway.driver import DeviceCatalogue, DriverContext, PolledDriver, SourceConfig
 from gateway.model import Reading
 
 Kind = Literal["weather", "air", "energy", "sequence"]
+QUANTITIES_OF_KIND: dict[str, frozenset[str]] = {
+    "weather": frozenset({"temperature", "relative_humidity", "pressure"}),
+    "air": frozenset({"pm2_5", "pm10"}),
+    "energy": frozenset({"voltage", "current", "active_power", "energy_import"}),
+    "sequence": frozenset({"sequence"}),
+}
 
 
 class SimulatedDevice(BaseModel):
@@ -65,6 +71,11 @@ class SimulatedDriver(PolledDriver):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"devices: duplicate device names {duplicates}")
+
+    @classmethod
+    def catalogue(cls, config: SourceConfig) -> DeviceCatalogue:
+        assert isinstance(config, SimulatedConfig)
+        return DeviceCatalogue({d.name: QUANTITIES_OF_KIND[d.kind] for d in config.devices})
 
     async def poll(self) -> Sequence[Reading]:
         self.polls += 1
