@@ -182,10 +182,13 @@ class Daemon:
         self.fleet.start(self.status, lambda readings: writer.emit(readings, wait_commit=False))
 
     async def _stop_fleet(self) -> None:
-        if self.fleet is not None:
-            await self.fleet.stop(self.status())
-        if self._phase_before is not None:
-            scheduling.set_phase(self._phase_before)  # the process may run another daemon (tests, demo)
+        try:
+            if self.fleet is not None:
+                await self.fleet.stop(self.status())
+        finally:
+            if self._phase_before is not None:
+                scheduling.set_phase(self._phase_before)  # the process may run another daemon (tests, demo)
+                self._phase_before = None
 
     async def _start_sinks(self) -> None:
         assert self.buffer is not None
