@@ -143,8 +143,18 @@ class SerialSourceConfig(SourceConfig):
     frame_timeout: Duration = Field(default=0.5, gt=0, description="drop a partial frame after this much quiet")
     silence_timeout: Duration = Field(default=30.0, gt=0, description="device down after this long without a frame")
     reconnect_max: Duration = Field(default=30.0, gt=0, description="cap of the reopen backoff")
-    position_from: str | None = Field(default=None, description="tag readings with lat/lon from this GPS source")
-    position_max_age: Duration = Field(default=10.0, gt=0)
+    position_from: str | None = Field(
+        default=None,
+        description="a GPS source: its fix becomes this device's latitude/longitude readings (docs/data-model.md)",
+    )
+    position_max_age: Duration = Field(default=10.0, gt=0, description="an older fix is not used")
+    position_tag_decimals: int | None = Field(
+        default=None,
+        ge=0,
+        le=3,
+        description="also tag readings with lat/lon rounded to this many decimals (2: ~1 km); none by default, "
+        "since a precise position as a tag makes a new series at every move",
+    )
 
     @field_validator("stopbits")
     @classmethod

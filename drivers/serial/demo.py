@@ -1,7 +1,7 @@
 """Serial sensors for ``gateway demo``: an SDS011, a PMS5003 and a GPS on pty pairs.
 
-The GPS tags the particulate readings with its position (``position_from``),
-as on a mobile air-quality unit. The simulators run in the demo's own loop.
+The particulate sensors take their position from the GPS (``position_from``:
+``latitude``/``longitude`` readings of each sensor), as on a mobile air-quality unit. The simulators run in the demo's own loop.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from gateway.model import Quality, Reading, now_ns
 from gateway.scheduling import Backoff, aligned_ticks
 
 from .config import SDS011Decoder, SerialSourceConfig, resolve
-from .measurement import Measurement
-from .position import POSITIONS, PositionRegistry
+from .measurement import Measurement, Position
+from .position import POSITIONS, PositionRegistry, position_tags
 from .stream import StreamDecoder
 
 _PARITY = {
@@ -41,6 +41,9 @@ class PortLost(Exception):
     """The port vanished (unplug, EOF, read error); the driver reopens it with backoff."""
 
 
+_POSITION_UNITS = {"latitude": "lat", "longitude": "lon"}  # SenML units of the canonical quantities
+
+
 class SerialDriver(PushDriver):
     """Reads one serial port and turns each valid frame into readings."""
 
@@ -55,6 +58,7 @@ class SerialDriver(PushDriver):
         self._open = False
         self._frames = 0
         self._reopens = 0
+        self._last_position: Position | None = None
 
     @classmethod
     def validate(cls, config: SourceConfig) -> None:
@@ -169,11 +173,21 @@ class SerialDriver(PushDriver):
 
     def _readings(self, frames: Sequence[Sequence[Measurement]]) -> list[Reading]:
         tags = dict(self.cfg.tags)
+        position = None
         if self.cfg.position_from is not None:
-            tags.update(self.positions.tags(self.cfg.position_from, max_age_s=self.cfg.position_max_age))
+            position = self.positions.latest(self.cfg.position_from, max_age_s=self.cfg.position_max_age)
+            if position is not None and self.cfg.position_tag_decimals is not None:
+                tags.update(position_tags(position, self.cfg.position_tag_decimals))
         out = []
         for frame in frames:
             ts = now_ns()  # one stamp per frame: frames read in one chunk must not collide
+            if position is not None and position != self._last_position:
+                # Position is data, not a tag: a precise lat/lon tag made a new series at every move
+                # (docs/data-model.md, "Position"). Sent when it changes, stamped like the frame.
+                self._last_position = position
+                for quantity, value in (("latitude", position.latitude), ("longitude", position.longitude)):
+                    out.append(self.ctx.reading(self.device, quantity, value, _POSITION_UNITS[quantity], ts_ns=ts,
+                                                tags=tags))  # fmt: skip
             for m in frame:
                 if m.quality is Quality.BAD:
                     self.ctx.count_error("out_of_range", self.device)

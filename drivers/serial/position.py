@@ -3,7 +3,8 @@
 A mobile unit has one GPS (an ``nmea`` serial source) and several sensors. The
 GPS source publishes each fix here under its source name; any driver in the
 same daemon can read it, e.g. a serial source with ``position_from = "gps"``
-tags its readings with ``lat``/``lon``. A fix older than the caller's
+records where its device was as ``latitude``/``longitude`` readings (and, if
+asked, coarse ``lat``/``lon`` tags). A fix older than the caller's
 ``max_age_s`` is ignored, so a GPS that lost its fix does not stamp an old
 place on new readings.
 
@@ -38,15 +39,20 @@ class PositionRegistry:
         now = time.monotonic() if now is None else now
         return stamped.position if now - stamped.monotonic_s <= max_age_s else None
 
-    def tags(self, source: str, *, max_age_s: float, now: float | None = None) -> dict[str, str]:
-        """``lat``/``lon`` tags (decimal degrees, 6 places ~ 0.1 m), or {} without a fresh fix."""
+    def tags(self, source: str, *, max_age_s: float, decimals: int = 6, now: float | None = None) -> dict[str, str]:
+        """``lat``/``lon`` tags rounded to ``decimals`` places, or {} without a fresh fix."""
         pos = self.latest(source, max_age_s=max_age_s, now=now)
         if pos is None:
             return {}
-        return {"lat": f"{pos.latitude:.6f}", "lon": f"{pos.longitude:.6f}"}
+        return position_tags(pos, decimals)
 
     def clear(self) -> None:
         self._latest.clear()
+
+
+def position_tags(position: Position, decimals: int) -> dict[str, str]:
+    """Coarse ``lat``/``lon`` tags: 2 decimals ~ 1 km, 3 ~ 100 m; the series set stays bounded."""
+    return {"lat": f"{position.latitude:.{decimals}f}", "lon": f"{position.longitude:.{decimals}f}"}
 
 
 POSITIONS = PositionRegistry()

@@ -146,7 +146,7 @@ async def test_silence_marks_device_down_then_up(tmp_path: Path) -> None:
         await sim.stop()
 
 
-async def test_gps_position_tags_other_sources(tmp_path: Path) -> None:
+async def test_gps_position_is_data_of_other_sources_not_a_tag(tmp_path: Path) -> None:
     positions = PositionRegistry()
     gps = await _started(PtySimulator(device="nmea", link=tmp_path / "ttyGPS", rate_hz=20))
     pm = await _started(PtySimulator(device="sds011", link=tmp_path / "ttySDS", rate_hz=20))
@@ -157,14 +157,38 @@ async def test_gps_position_tags_other_sources(tmp_path: Path) -> None:
                 name="pm", port=str(tmp_path / "ttySDS"), profile="sds011", position_from="gps", positions=positions
             ) as p,
         ):
-            await wait_until(lambda: any("lat" in r.tags for r in p.readings))
+            await wait_until(lambda: any(r.quantity == "latitude" for r in p.readings))
             fixes = {r.quantity for r in g.readings}
             assert {"latitude", "longitude", "altitude", "gps_fix_quality", "gps_satellites", "speed"} <= fixes
-            tagged = next(r for r in p.readings if "lat" in r.tags)
-            lat, lon = float(tagged.tags["lat"]), float(tagged.tags["lon"])
-            assert lat == pytest.approx(53.3613, abs=0.01) and lon == pytest.approx(-6.5056, abs=0.01)
+            lat = next(r for r in p.readings if r.quantity == "latitude")
+            lon = next(r for r in p.readings if r.quantity == "longitude")
+            assert (lat.device, lat.unit, lon.unit) == ("pm", "lat", "lon")
+            assert lat.value == pytest.approx(53.3613, abs=0.01) and lon.value == pytest.approx(-6.5056, abs=0.01)
+            # stamped like the frame it came with, and no position tag: the series set stays fixed
+            assert any(r.quantity == "pm2_5" and r.ts_ns == lat.ts_ns for r in p.readings)
+            assert all("lat" not in r.tags for r in p.readings)
     finally:
         await gps.stop()
+        await pm.stop()
+
+
+async def test_position_readings_only_when_the_fix_moves_and_coarse_tags_on_request(tmp_path: Path) -> None:
+    from gateway.drivers.serial.measurement import Position
+
+    positions = PositionRegistry()
+    positions.publish("gps", Position(53.3613371, -6.5056204))
+    pm = await _started(PtySimulator(device="sds011", link=tmp_path / "ttySDS", rate_hz=20))
+    try:
+        async with running_driver(
+            name="pm", port=str(tmp_path / "ttySDS"), profile="sds011", position_from="gps", positions=positions,
+            position_tag_decimals=2, position_max_age=3600,
+        ) as p:  # fmt: skip
+            await wait_until(lambda: sum(r.quantity == "pm2_5" for r in p.readings) >= 5)
+            assert [r.value for r in p.readings if r.quantity == "latitude"] == [53.3613371]  # once: it did not move
+            positions.publish("gps", Position(53.3700000, -6.5056204))
+            await wait_until(lambda: sum(r.quantity == "latitude" for r in p.readings) == 2)
+            assert {(r.tags["lat"], r.tags["lon"]) for r in p.readings} <= {("53.36", "-6.51"), ("53.37", "-6.51")}
+    finally:
         await pm.stop()
 
 
