@@ -243,6 +243,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if age < STALE_AFTER_S else EXIT_FAILURE
 
 
+# A few readings always wait for the next commit (it is at most flush_interval away); many mean it lags.
+PENDING_WORTH_SAYING = 10_000
+
+
 def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
     out = out or sys.stdout
     state = "running" if age_s < STALE_AFTER_S else f"NOT RUNNING (status is {age_s:.0f}s old)"
@@ -266,10 +270,11 @@ def print_status(status: dict[str, Any], age_s: float, out: Any = None) -> None:
         out.write(f"buffer: {buf['readings']} readings, {buf['bytes'] / 1e6:.1f} MB{oldest_txt}, "
                   f"dropped {buf['dropped_oldest_total']} oldest / {buf['dropped_newest_total']} newest\n")  # fmt: skip
     writer = status.get("writer") or {}
-    if writer.get("pending_commit") or writer.get("commit_failed"):
-        out.write(f"in memory, waiting for the next commit: {writer['pending_commit']} readings"
-                  + (f"; {writer['commit_failed']} LOST to failed commits (see the log)" if writer.get("commit_failed")
-                     else "") + "\n")  # fmt: skip
+    if writer.get("commit_failed"):
+        out.write(f"buffer commits: {writer['commit_failed']} readings LOST to failed commits (see the log); "
+                  f"{writer['pending_commit']} waiting in memory\n")  # fmt: skip
+    elif writer.get("pending_commit", 0) >= PENDING_WORTH_SAYING:
+        out.write(f"buffer commits lag: {writer['pending_commit']} readings waiting in memory for a commit\n")
     rows = []
     for name, s in status.get("sources", {}).items():
         down = s.get("devices_down") or []
