@@ -55,6 +55,9 @@ class ReadingValidator:
     def __init__(self, *, max_future_s: float = MAX_FUTURE_S) -> None:
         self.max_future_ns = int(max_future_s * NS)
         self._good: set[str] = set()  # names already accepted: one set lookup per name per reading
+        # Tag sets already accepted, by identity: readings of one series share one (interned, immutable)
+        # mapping, so one dict lookup replaces a check of every key and value per reading.
+        self._good_tags: dict[int, Mapping[str, str]] = {}
 
     def problem(self, r: Reading, device: str, now_ns: int) -> tuple[str, str] | None:
         ts = r.ts_ns
@@ -70,7 +73,10 @@ class ReadingValidator:
             # The hot path: names seen before, one set lookup each (this runs for every reading).
             if device in good and r.quantity in good and r.unit in good and r.site in good and r.gateway in good:
                 tags = r.tags
-                if not tags or all(k in good and v in good for k, v in tags.items()):
+                if not tags or self._good_tags.get(id(tags)) is tags:
+                    return None
+                if all(k in good and v in good for k, v in tags.items()):
+                    self._remember_tags(tags)
                     return None
         except TypeError:  # an unhashable name: the checks below say what is wrong
             pass
@@ -98,7 +104,15 @@ class ReadingValidator:
                     if why is not None:
                         return BAD_TAG, f"tag {what} {text!r}: {why}"
                     self._remember(text)
+        self._remember_tags(tags)
         return None
+
+    def _remember_tags(self, tags: Mapping[str, str]) -> None:
+        # Only immutable mappings: a dict could be changed after it was checked.
+        if not isinstance(tags, dict):
+            if len(self._good_tags) >= 10_000:
+                self._good_tags.clear()
+            self._good_tags[id(tags)] = tags  # the reference keeps the id from being reused
 
     def _remember(self, text: str) -> None:
         if len(self._good) >= 50_000:  # tags with unbounded values: stay bounded

@@ -89,3 +89,24 @@ async def test_readings_whose_commit_failed_are_not_counted(tmp_path: Path) -> N
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await buffer.close()
+
+
+def test_a_tag_set_accepted_once_is_not_checked_again_but_a_new_bad_one_is() -> None:
+    from types import MappingProxyType
+
+    from gateway.model import Reading
+    from gateway.validate import BAD_TAG, ReadingValidator
+
+    validator = ReadingValidator()
+    now = 1_700_000_000_000_000_000
+    good = MappingProxyType({"ch": "c1"})
+    bad = MappingProxyType({"ch": "line\nbreak"})
+
+    def reading(tags: object) -> Reading:
+        return Reading(now, "s", "g", "d", "temperature", 1.0, "Cel", tags)  # type: ignore[arg-type]
+
+    assert validator.problem(reading(good), "d", now) is None
+    assert validator.problem(reading(good), "d", now) is None  # the identity cache answers
+    problem = validator.problem(reading(bad), "d", now)
+    assert problem is not None and problem[0] == BAD_TAG
+    assert validator.problem(reading(bad), "d", now) is not None  # a refused set is never cached
