@@ -8,18 +8,19 @@ split into one request per field, for this poll and all later ones.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
+from gateway.driver import DriverContext
 from gateway.drivers.modbus.bus import Bus, BusUnavailable, ExceptionResponse, ModbusTransportError
 from gateway.drivers.modbus.config import FieldSpec
 from gateway.drivers.modbus.decode import DecodeError, RegisterValue, decode_registers
 from gateway.drivers.modbus.devices import ResolvedDevice
 from gateway.drivers.modbus.planner import ReadRequest, split_request
-
-from gateway.driver import DriverContext
 from gateway.model import Quality, Reading
 from gateway.quantities import QUANTITIES, convert_to_canonical
+from gateway.tags import EMPTY_TAGS
 
 SPLIT_CODES = (2, 3)  # illegal data address / value: the range, not the device, is the problem
 
@@ -74,6 +75,12 @@ class DevicePoller:
         self.bus = bus
         self.ctx = ctx
         self.plan: list[ReadRequest] = list(device.plan)
+        # Each field's tags, merged once: one immutable mapping shared by every reading of the field, instead of
+        # a new dict per reading (the tags caches downstream then recognise it by identity).
+        self.field_tags: list[Mapping[str, str]] = [
+            MappingProxyType({**device.tags, **spec.tags}) if device.tags or spec.tags else EMPTY_TAGS
+            for spec in device.fields
+        ]
 
     async def poll(self, ts_ns: int, *, probe_only: bool = False) -> PollResult:
         """Read every field once. Raises ``BusUnavailable`` when the bus itself is gone.
@@ -150,6 +157,6 @@ class DevicePoller:
             self.ctx.count_error(status, dev.name)
         out.value, out.unit, out.status = value, unit, status
         out.reading = self.ctx.reading(
-            dev.name, spec.quantity, value, unit, ts_ns=ts_ns, tags={**dev.tags, **spec.tags}, quality=quality
+            dev.name, spec.quantity, value, unit, ts_ns=ts_ns, tags=self.field_tags[i], quality=quality
         )
         return out

@@ -1,7 +1,8 @@
 """Serial sensors for ``gateway demo``: an SDS011, a PMS5003 and a GPS on pty pairs.
 
 The particulate sensors take their position from the GPS (``position_from``:
-``latitude``/``longitude`` readings of each sensor), as on a mobile air-quality unit. The simulators run in the demo's own loop.
+``latitude``/``longitude`` readings of each sensor), as on a mobile air-quality unit.
+The simulators run in the demo's own loop.
 """
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.simulators.serial.pty import Faults, PtySimulator
-
 from gateway.demo_api import DemoPart
+from gateway.simulators.serial.pty import Faults, PtySimulator
 
 
 def demo_part(workdir: Path) -> DemoPart | None:
