@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from gateway import __version__, loop_errors, scheduling
@@ -29,7 +29,6 @@ from gateway.clock import clock_synchronized
 from gateway.config import Config, ConfigError, load_config
 from gateway.dispatch import SinkDispatcher
 from gateway.downsample import Downsampler, DownsampleState
-from gateway.fleet.agent import FleetAgent
 from gateway.fleet.health import config_digest
 from gateway.fleet.identity import Identity, load_identity
 from gateway.liveness import Liveness
@@ -41,6 +40,9 @@ from gateway.supervisor import SourceSupervisor
 from gateway.web.history import SeriesHistory
 from gateway.web.server import WebServer, start_web
 from gateway.writer import BufferWriter
+
+if TYPE_CHECKING:
+    from gateway.fleet.agent import FleetAgent
 
 log = logging.getLogger("gateway.daemon")
 
@@ -85,7 +87,7 @@ class Daemon:
         self._clock_known = True  # so that "unknown" at the first check is logged once
         # Fleet (gateway/fleet/, docs/fleet.md): who this gateway is, and its status to the control post.
         self.identity: Identity | None = None
-        self.fleet: FleetAgent | None = None
+        self.fleet: FleetAgent | None = None  # imported only with a [fleet] section: aiomqtt costs memory
         self._phase_before: float | None = None
 
     # --- public control -----------------------------------------------------
@@ -170,6 +172,8 @@ class Daemon:
         settings = self.config.base.fleet
         if settings is None or self.identity is None or self.writer is None:
             return
+        from gateway.fleet.agent import FleetAgent
+
         self.fleet = FleetAgent(
             settings,
             site=self.config.site,
