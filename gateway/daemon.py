@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from gateway import __version__, loop_errors, scheduling
+from gateway.aio import cancel_and_wait
 from gateway.buffer import AsyncBuffer
 from gateway.clock import clock_synchronized
 from gateway.config import Config, ConfigError, load_config
@@ -460,13 +461,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 async def _cancel_all(tasks: dict[str, asyncio.Task[None]]) -> None:
-    for task in tasks.values():
-        task.cancel()
-    for name, task in list(tasks.items()):
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("task %s ended with an error", name)
+    errors = await cancel_and_wait(tasks, logger=log)
+    for name, exc in errors.items():
+        log.error("task %s ended with an error", name, exc_info=exc)
     tasks.clear()

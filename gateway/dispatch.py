@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.aio import wait_event
+from gateway.aio import raise_if_cancel_requested, wait_event
 from gateway.buffer import AsyncBuffer, BufferedReading, BufferFullError
 from gateway.downsample import Downsampler
 from gateway.metrics import Metrics
@@ -100,6 +100,7 @@ class SinkDispatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    raise_if_cancel_requested()
                     self._broke(exc)
                     await asyncio.sleep(self.restart_backoff.next_delay())
         finally:
@@ -227,6 +228,7 @@ class SinkDispatcher:
     async def _deliver(self, items: Sequence[BufferedReading], refused: list[tuple[BufferedReading, str]]) -> None:
         """Deliver ``items``; the ones the sink refuses for good are added to ``refused``."""
         while True:
+            raise_if_cancel_requested()  # aiomqtt's wait_for can swallow our cancellation (gateway/aio.py)
             started = time.perf_counter()
             try:
                 result = await self.sink.send([item.reading for item in items])

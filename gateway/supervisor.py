@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.aggregate import WindowAggregator
+from gateway.aio import raise_if_cancel_requested
 from gateway.config import LoadedSource
 from gateway.driver import Driver, DriverContext, PolledDriver, PushDriver
 from gateway.metrics import Metrics
@@ -187,6 +188,7 @@ class SourceSupervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancel_requested()  # a library's wait_for may have turned our cancellation into this
                 self._failed(exc, stage)
                 if time.monotonic() - started > HEALTHY_AFTER_S:
                     self.backoff.reset()
@@ -200,6 +202,7 @@ class SourceSupervisor:
     async def _poll_forever(self, driver: PolledDriver) -> None:
         interval = self.config.interval
         async for _tick, missed in aligned_ticks(interval):
+            raise_if_cancel_requested()  # see gateway/aio.py
             if missed and self.metrics is not None:
                 self.metrics.missed_ticks.labels(self.config.driver, self.config.name).inc(missed)
             t0 = time.perf_counter()

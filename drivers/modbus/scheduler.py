@@ -15,10 +15,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from gateway.aio import raise_if_cancel_requested
+from gateway.driver import DriverContext, Emit
 from gateway.drivers.modbus.bus import Bus, BusUnavailable
 from gateway.drivers.modbus.poller import DevicePoller
-
-from gateway.driver import DriverContext, Emit
 from gateway.scheduling import Backoff, next_aligned_tick
 
 
@@ -74,6 +74,7 @@ class BusScheduler:
         """Poll forever. Readings are handed over without waiting for their commit: a bus has nothing to
         acknowledge, and waiting for each poll's commit once capped a bus at about 5 polls/s."""
         while True:
+            raise_if_cancel_requested()  # pymodbus' wait_for can swallow our cancellation (gateway/aio.py)
             slot = min(self.slots, key=lambda s: s.due_s)
             delay = slot.due_s - time.time()
             if delay > 0:

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiomqtt
 
+from gateway.aio import cancel_and_wait
 from gateway.config_types import resolve_secret
 from gateway.fleet.duplicates import DuplicateWatch
 from gateway.fleet.health import HealthTracker, change_signature, health_readings
@@ -118,9 +119,8 @@ class FleetAgent:
             doc = self.document(status, state="stopped")
             with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
                 await client.publish(self.topic, json.dumps(doc).encode(), qos=1, retain=True, timeout=5)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # aiomqtt's wait_for can swallow a cancellation: cancel_and_wait cancels again (gateway/aio.py)
+        await cancel_and_wait({t.get_name(): t for t in self._tasks}, logger=log)
         self._tasks = []
 
     async def _health_readings_forever(self, status: StatusSource, emit: EmitReadings) -> None:

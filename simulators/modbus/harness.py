@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.aio import cancel_and_wait
+from gateway.driver import DriverContext
 from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.driver import ModbusDriver
-
-from gateway.driver import DriverContext
 from gateway.model import Reading
 
 
@@ -59,7 +59,7 @@ async def running_driver(source: dict[str, Any] | ModbusSourceConfig, *, name: s
     try:
         yield run
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        errors = await cancel_and_wait({"modbus-driver": task}, logger=logging.getLogger(__name__))
         await run.driver.close()
+        if errors:
+            raise errors["modbus-driver"]

@@ -187,3 +187,42 @@ async def test_serial_adapter_unplug_and_replug(tmp_path: Path, caplog: pytest.L
     msgs = [r.getMessage() for r in caplog.records]
     assert sum("is unavailable" in m for m in msgs) == 1
     assert sum("is back" in m for m in msgs) == 1
+
+
+@pytest.mark.slow
+async def test_driver_stops_whenever_it_is_cancelled(sim: ModbusSimulator) -> None:
+    """pymodbus waits for each answer with asyncio.wait_for, which on Python 3.11 can swallow a
+    cancellation that lands as the request times out; the driver then polled on forever and a stop hung
+    (6 of 300 cancellations before the fix). Cancel at random moments around the timeouts of a silent unit."""
+    import asyncio
+    import random
+
+    from gateway.drivers.modbus.config import ModbusSourceConfig
+    from gateway.drivers.modbus.driver import ModbusDriver
+    from gateway.simulators.modbus.harness import make_context
+
+    sim.fault(2).silent = True
+    cfg = ModbusSourceConfig.model_validate(
+        _source(await _tcp(sim), [1, 2], interval=0.01, timeout=0.004, retries=0, backoff_max=0.01)
+    )
+    rng = random.Random(7)
+    ignored = 0
+
+    async def emit(readings: Any, *, wait_commit: bool = True) -> None:
+        pass
+
+    for _ in range(300):
+        driver = ModbusDriver(cfg, make_context("bus"))
+        await driver.start()
+        task = asyncio.create_task(driver.run(emit))
+        await asyncio.sleep(rng.uniform(0.0, 0.04))
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        if not done:
+            ignored += 1
+            while not task.done():  # do not leak it into the next round
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.1)
+        await driver.close()
+    assert sim.stats.per_unit[2] > 100  # the silent unit was being polled when cancelled
+    assert ignored == 0
