@@ -20,6 +20,7 @@ from gateway.buffer_sqlite import DurableBuffer, Overflow, Sync
 from gateway.buffer_types import (
     AppendResult,
     BufferCorruptError,
+    BufferedFrame,
     BufferedReading,
     BufferFullError,
     BufferLockedError,
@@ -30,7 +31,7 @@ from gateway.buffer_types import (
     SinkStats,
     UnknownSinkError,
 )
-from gateway.model import Reading
+from gateway.frame import Item
 
 __all__ = [
     "AppendResult",
@@ -39,6 +40,7 @@ __all__ = [
     "BufferFullError",
     "BufferLockedError",
     "BufferStats",
+    "BufferedFrame",
     "BufferedReading",
     "DeadLetter",
     "DurableBuffer",
@@ -88,8 +90,11 @@ class AsyncBuffer:
     async def set_sinks(self, names: Sequence[str]) -> list[str]:
         return await self._call(self._buffer.set_sinks, list(names))
 
-    async def append(self, readings: Sequence[Reading]) -> AppendResult:
+    async def append(self, readings: Sequence[Item]) -> AppendResult:
         return await self._call(self._buffer.append, readings)
+
+    async def take_frames(self, sink: str, limit: int, after_id: int | None = None) -> list[BufferedFrame]:
+        return await self._call(self._buffer.take_frames, sink, limit, after_id)
 
     async def take(self, sink: str, limit: int, after_id: int | None = None) -> list[BufferedReading]:
         return await self._call(self._buffer.take, sink, limit, after_id)

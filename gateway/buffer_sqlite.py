@@ -32,6 +32,7 @@ from gateway.buffer_series import SeriesTable
 from gateway.buffer_types import (
     AppendResult,
     BufferCorruptError,
+    BufferedFrame,
     BufferedReading,
     BufferFullError,
     BufferLockedError,
@@ -42,7 +43,8 @@ from gateway.buffer_types import (
     SinkStats,
     UnknownSinkError,
 )
-from gateway.model import Reading, make_reading
+from gateway.frame import Frame, FrameFields, Item, as_readings
+from gateway.model import Quality, Reading, make_reading
 from gateway.sqlite_rows import insert_rows
 
 log = logging.getLogger("gateway.buffer")
@@ -307,10 +309,12 @@ class DurableBuffer:
 
     # -- append ----------------------------------------------------------
 
-    def append(self, readings: Sequence[Reading]) -> AppendResult:
-        """Store a batch in one transaction, applying the overflow policy."""
-        if not readings:
+    def append(self, items: Sequence[Item]) -> AppendResult:
+        """Store a batch in one transaction, applying the overflow policy. Counts are in values."""
+        if not items:
             return AppendResult(0, 0, 0)
+        # FOUNDATION: frames are stored value by value until frame rows land.
+        readings: Sequence[Reading] = as_readings(items) if any(type(i) is Frame for i in items) else items  # type: ignore[assignment]
         budget = self._disk.budget(self.max_bytes, self._bytes)
         first_try = True
         try:
@@ -515,6 +519,46 @@ class DurableBuffer:
             )
         if out:
             self._taken_to[sink] = max(self._taken_to.get(sink, start), out[-1].id)
+        return out
+
+    def take_frames(self, sink: str, limit: int, after_id: int | None = None) -> list[BufferedFrame]:
+        """Up to ``limit`` unacked values of ``sink`` as frames, in id order (see ``take``)."""
+        # FOUNDATION: regrouped from readings until frame rows land.
+        out: list[BufferedFrame] = []
+        run: list[BufferedReading] = []
+
+        def flush() -> None:
+            if run:
+                first = run[0].reading
+                quals = tuple(b.reading.quality for b in run)
+                frame = Frame(
+                    first.ts_ns,
+                    first.site,
+                    first.gateway,
+                    first.device,
+                    FrameFields.of([b.reading.quantity for b in run], [b.reading.unit for b in run]),
+                    tuple(b.reading.value for b in run),
+                    first.tags,
+                    None if all(q is Quality.GOOD for q in quals) else quals,
+                )
+                out.append(BufferedFrame(run[0].id, frame))
+                run.clear()
+
+        for item in self.take(sink, limit, after_id):
+            if run:
+                head = run[0].reading
+                r = item.reading
+                if not (
+                    item.id == run[-1].id + 1
+                    and r.ts_ns == head.ts_ns
+                    and r.device == head.device
+                    and r.site == head.site
+                    and r.gateway == head.gateway
+                    and r.tags == head.tags
+                ):
+                    flush()
+            run.append(item)
+        flush()
         return out
 
     def ack(self, sink: str, up_to_id: int, first_id: int | None = None) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from gateway.frame import Frame
 from gateway.model import Reading
 
 
@@ -18,6 +19,20 @@ class BufferedReading(NamedTuple):
 
     id: int
     reading: Reading
+
+
+class BufferedFrame(NamedTuple):
+    """A frame as stored: its values have the consecutive ids ``id`` .. ``last_id``."""
+
+    id: int
+    frame: Frame
+
+    @property
+    def last_id(self) -> int:
+        return self.id + len(self.frame.values) - 1
+
+    def readings(self) -> list[BufferedReading]:
+        return list(map(BufferedReading, range(self.id, self.id + len(self.frame.values)), self.frame.readings()))
 
 
 @dataclass(frozen=True, slots=True)

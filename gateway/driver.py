@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.aggregate import AggregateConfig
 from gateway.buffer_types import RejectedMessage
 from gateway.config_types import Duration
+from gateway.frame import Frame
 from gateway.model import Quality, Reading, Value, make_reading, now_ns
 from gateway.tags import EMPTY_TAGS
 
@@ -43,7 +44,7 @@ class Emit(Protocol):
     cadence (it waits only when the writer's bounded queue is full).
     """
 
-    def __call__(self, readings: Sequence[Reading], /, *, wait_commit: bool = True) -> Awaitable[None]: ...
+    def __call__(self, readings: Sequence[Reading | Frame], /, *, wait_commit: bool = True) -> Awaitable[None]: ...
 
 
 class SourceConfig(BaseModel):

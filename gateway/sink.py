@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.downsample import DownsampleConfig
+from gateway.frame import Frame, as_readings
 from gateway.model import Reading
 from gateway.routing import RouteConfig, Rule, Shape
 
@@ -122,6 +123,14 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     async def send(self, batch: Sequence[Reading]) -> SendResult:
         """Write a batch (in buffer order). Must not raise for remote errors."""
+
+    async def send_frames(self, frames: Sequence[Frame]) -> SendResult:
+        """Write a batch of frames (in buffer order); same contract as ``send``.
+
+        The default sends their values one by one through ``send``; a sink that
+        can encode a frame at once (a SenML pack, one line-protocol line) overrides it.
+        """
+        return await self.send(as_readings(frames))
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and disconnect."""

@@ -19,6 +19,7 @@ from gateway.aggregate import WindowAggregator
 from gateway.aio import raise_if_cancel_requested
 from gateway.config import LoadedSource
 from gateway.driver import Driver, DriverContext, PolledDriver, PushDriver
+from gateway.frame import Frame, as_readings
 from gateway.metrics import Metrics
 from gateway.model import Reading
 from gateway.normalise import Normaliser, Outcomes
@@ -88,7 +89,9 @@ class SourceSupervisor:
         self.aggregator = WindowAggregator(self.config.aggregate) if self.config.aggregate is not None else None
         self.aggregates_total = 0
 
-    async def emit(self, readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
+    async def emit(self, items: Sequence[Reading | Frame], *, wait_commit: bool = True) -> None:
+        # FOUNDATION: frames are normalised value by value until the normaliser takes frames.
+        readings: Sequence[Reading] = as_readings(items) if any(type(i) is Frame for i in items) else items  # type: ignore[assignment]
         normalised, outcomes = self.normaliser.prepare(readings)
         if self.aggregator is not None:
             # Held in memory until their window is sent (gateway/aggregate.py, "Durability").

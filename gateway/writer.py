@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 from gateway.aio import wait_event
 from gateway.buffer import AsyncBuffer
+from gateway.frame import Item, count_values
 from gateway.metrics import Metrics
-from gateway.model import Reading
 
 log = logging.getLogger("gateway.writer")
 
@@ -46,10 +46,14 @@ NOWAIT_ATTEMPTS = 3  # commits a queued (not awaited) reading takes part in befo
 
 @dataclass(slots=True)
 class _Handover:
-    readings: Sequence[Reading]
+    readings: Sequence[Item]
     future: asyncio.Future[None] | None  # None: the emitter did not wait for the commit
     on_committed: Callable[[], None] | None = None
     attempts: int = 0
+    count: int = 0  # values (a frame counts each of its values)
+
+    def __post_init__(self) -> None:
+        self.count = count_values(self.readings)
 
 
 class BufferWriter:
@@ -93,7 +97,7 @@ class BufferWriter:
 
     async def emit(
         self,
-        readings: Sequence[Reading],
+        readings: Sequence[Item],
         *,
         wait_commit: bool = True,
         on_committed: Callable[[], None] | None = None,
@@ -117,7 +121,7 @@ class BufferWriter:
 
     def _queue(self, handover: _Handover) -> None:
         self._pending.append(handover)
-        self._pending_count += len(handover.readings)
+        self._pending_count += handover.count
         self._set_pending_gauge()
         self._wake.set()
         if self._pending_count >= self.flush_max_readings:
@@ -170,7 +174,7 @@ class BufferWriter:
         taken = count = 0
         for handover in self._pending:
             taken += 1
-            count += len(handover.readings)
+            count += handover.count
             if count >= self.flush_max_readings:
                 break
         pending, self._pending = self._pending[:taken], self._pending[taken:]
@@ -182,7 +186,7 @@ class BufferWriter:
         try:
             result = await self.buffer.append(batch)
         except Exception as exc:  # keep the daemon alive; waiting emitters see the error
-            self._commit_failed(pending, len(batch), exc)
+            self._commit_failed(pending, sum(h.count for h in pending), exc)
             return
         finally:
             self._last_commit_end = time.monotonic()
@@ -233,10 +237,10 @@ class BufferWriter:
             if handover.attempts < NOWAIT_ATTEMPTS:
                 retry.append(handover)
             else:
-                given_up += len(handover.readings)
+                given_up += handover.count
         if retry:  # first in the queue again, ahead of what came during this commit
             self._pending[:0] = retry
-            self._pending_count += sum(len(h.readings) for h in retry)
+            self._pending_count += sum(h.count for h in retry)
             if self._pending_count >= self.flush_max_readings:
                 self._full.set()
         if given_up:

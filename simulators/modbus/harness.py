@@ -15,6 +15,7 @@ from gateway.aio import cancel_and_wait
 from gateway.driver import DriverContext
 from gateway.drivers.modbus.config import ModbusSourceConfig
 from gateway.drivers.modbus.driver import ModbusDriver
+from gateway.frame import Frame, as_readings
 from gateway.model import Reading
 
 
@@ -51,8 +52,8 @@ async def running_driver(source: dict[str, Any] | ModbusSourceConfig, *, name: s
     ctx.count_error_hook = lambda driver, src, kind: run.errors.update([kind])
     ctx.device_up_hook = lambda driver, src, dev, up: run.transitions.append((dev, up))
 
-    async def emit(readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
-        run.readings.extend(readings)
+    async def emit(readings: Sequence[Reading | Frame], *, wait_commit: bool = True) -> None:
+        run.readings.extend(as_readings(readings))
 
     await run.driver.start()
     task = asyncio.create_task(run.driver.run(emit), name="modbus-driver")

@@ -14,6 +14,7 @@ from gateway.buffer import RejectedMessage
 from gateway.driver import DriverContext
 from gateway.drivers.loramodem.config import LoRaModemConfig
 from gateway.drivers.loramodem.driver import LoRaModemDriver
+from gateway.frame import Frame, as_readings
 from gateway.model import Reading
 from gateway.simulators.loramodem.emulator import EMULATORS, ModemEmulator, RAK3172Emulator, RN2483Emulator
 from gateway.simulators.lorawan.payloads import cayenne, dragino_lht65, expected_values
@@ -45,8 +46,8 @@ class Run:
     async def keep(self, items: Sequence[RejectedMessage]) -> None:
         self.rejected.extend(items)
 
-    async def emit(self, readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
-        self.readings.extend(readings)
+    async def emit(self, readings: Sequence[Reading | Frame], *, wait_commit: bool = True) -> None:
+        self.readings.extend(as_readings(readings))
 
     def of(self, quantity: str) -> list[Reading]:
         return [r for r in self.readings if r.quantity == quantity]

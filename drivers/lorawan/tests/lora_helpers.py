@@ -12,6 +12,7 @@ from gateway.buffer import AsyncBuffer
 from gateway.driver import DriverContext
 from gateway.drivers.lorawan.config import LoRaWANConfig
 from gateway.drivers.lorawan.driver import LoRaWANDriver
+from gateway.frame import Frame, as_readings
 from gateway.model import Reading
 
 
@@ -43,10 +44,10 @@ class Harness:
         self.commits = 0
         self.task: asyncio.Task[None] | None = None
 
-    async def emit(self, readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
+    async def emit(self, readings: Sequence[Reading | Frame], *, wait_commit: bool = True) -> None:
         if self.buffer is not None:
             await self.buffer.append(readings)
-        self.readings.extend(readings)
+        self.readings.extend(as_readings(readings))
         self.commits += 1
 
     async def start(self) -> None:

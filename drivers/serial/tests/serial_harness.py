@@ -15,6 +15,7 @@ from gateway.driver import DriverContext
 from gateway.drivers.serial.config import SerialSourceConfig
 from gateway.drivers.serial.driver import SerialDriver
 from gateway.drivers.serial.position import PositionRegistry
+from gateway.frame import Frame, as_readings
 from gateway.model import Reading
 
 
@@ -58,8 +59,8 @@ async def running_driver(
     driver = SerialDriver(cfg, ctx, positions=positions or PositionRegistry())
     run = Running(driver, errors=errors)
 
-    async def emit(readings: Sequence[Reading], *, wait_commit: bool = True) -> None:
-        run.readings.extend(readings)
+    async def emit(readings: Sequence[Reading | Frame], *, wait_commit: bool = True) -> None:
+        run.readings.extend(as_readings(readings))
 
     await driver.start()
     task = asyncio.create_task(driver.run(emit))

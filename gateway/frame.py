@@ -1,0 +1,192 @@
+"""Frames: one device, one timestamp, one tag set, N quantity/value pairs.
+
+A poll of a Modbus meter yields dozens of values that share everything but
+their quantity, unit and value. Carried as one ``Reading`` each, every stage
+paid per value for what is per poll: building an object, looking up its
+series, encoding its tags and its name. A ``Frame`` carries them together:
+it is decoded in bulk by the driver, validated per schema, committed as one
+buffer row and encoded once per sink (a SenML pack, one line-protocol line).
+
+``Reading`` stays the per-value view (``Frame.readings()``) for drivers that
+produce one value at a time, for tests and for the CLI; ``group_frames``
+turns consecutive readings back into frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
+
+from gateway.model import Quality, Reading, Value, make_reading
+from gateway.tags import EMPTY_TAGS
+
+# Distinct (quantity, unit) layouts remembered for sharing; past this many the
+# table starts again (instances stay valid, they are only no longer shared).
+_INTERN_MAX: Final = 10_000
+
+
+class FrameFields:
+    """The (quantity, unit) of each position of a frame. Interned: every frame
+    of one device and tag set shares one instance, so per-layout work (name
+    checks, unit conversion plans, encoders' name prefixes) is done once and
+    kept in ``memo``, keyed by whoever computed it."""
+
+    __slots__ = ("memo", "quantities", "units")
+    _interned: ClassVar[dict[tuple[tuple[str, ...], tuple[str, ...]], FrameFields]] = {}
+
+    def __init__(self, quantities: tuple[str, ...], units: tuple[str, ...]) -> None:
+        if len(quantities) != len(units):
+            raise ValueError(f"{len(quantities)} quantities but {len(units)} units")
+        self.quantities = quantities
+        self.units = units
+        self.memo: dict[str, Any] = {}
+
+    @classmethod
+    def of(cls, quantities: Sequence[str], units: Sequence[str]) -> FrameFields:
+        key = (tuple(quantities), tuple(units))
+        hit = cls._interned.get(key)
+        if hit is None:
+            if len(cls._interned) >= _INTERN_MAX:
+                cls._interned.clear()
+            hit = cls._interned[key] = cls(*key)
+        return hit
+
+    def __len__(self) -> int:
+        return len(self.quantities)
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, FrameFields):
+            return NotImplemented
+        return self.quantities == other.quantities and self.units == other.units
+
+    def __hash__(self) -> int:
+        return hash((self.quantities, self.units))
+
+    def __repr__(self) -> str:
+        return f"FrameFields({list(zip(self.quantities, self.units, strict=True))})"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Values of one device at one instant with one tag set.
+
+    ``values[i]`` is of quantity ``fields.quantities[i]`` in ``fields.units[i]``.
+    ``qualities`` is None when every value is GOOD (the common case, free).
+    ``values`` and ``tags`` must not be mutated after construction.
+    """
+
+    ts_ns: int
+    site: str
+    gateway: str
+    device: str
+    fields: FrameFields
+    values: Sequence[Value]
+    tags: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS, hash=False)
+    qualities: tuple[Quality, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.values) != len(self.fields):
+            raise ValueError(f"frame of {self.device}: {len(self.values)} values for {len(self.fields)} fields")
+        if self.qualities is not None and len(self.qualities) != len(self.values):
+            raise ValueError(f"frame of {self.device}: {len(self.qualities)} qualities for {len(self.values)} values")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def quality(self, index: int) -> Quality:
+        return Quality.GOOD if self.qualities is None else self.qualities[index]
+
+    def readings(self) -> list[Reading]:
+        """The per-value view, in position order."""
+        ts, site, gw, dev, tags = self.ts_ns, self.site, self.gateway, self.device, self.tags
+        quals = self.qualities or (Quality.GOOD,) * len(self.values)
+        return [
+            make_reading(ts, site, gw, dev, q, v, u, tags, ql)
+            for q, u, v, ql in zip(self.fields.quantities, self.fields.units, self.values, quals, strict=True)
+        ]
+
+    def select(self, indexes: Sequence[int]) -> Frame:
+        """A frame of the values at ``indexes`` (in that order)."""
+        f = self.fields
+        return Frame(
+            self.ts_ns,
+            self.site,
+            self.gateway,
+            self.device,
+            FrameFields.of([f.quantities[i] for i in indexes], [f.units[i] for i in indexes]),
+            tuple(self.values[i] for i in indexes),
+            self.tags,
+            None if self.qualities is None else tuple(self.qualities[i] for i in indexes),
+        )
+
+    def slice(self, start: int, stop: int) -> Frame:
+        """The values at positions [start, stop)."""
+        if start <= 0 and stop >= len(self.values):
+            return self
+        return self.select(range(max(start, 0), min(stop, len(self.values))))
+
+
+Item = Reading | Frame  # what drivers emit and the buffer stores
+
+
+def item_len(item: Item) -> int:
+    """Number of values in an item (1 for a Reading)."""
+    return len(item.values) if type(item) is Frame else 1
+
+
+def count_values(items: Iterable[Item]) -> int:
+    return sum(len(i.values) if type(i) is Frame else 1 for i in items)
+
+
+def as_readings(items: Iterable[Item]) -> list[Reading]:
+    """Every value as a Reading, in order."""
+    out: list[Reading] = []
+    for item in items:
+        if type(item) is Frame:
+            out.extend(item.readings())
+        else:
+            out.append(item)  # type: ignore[arg-type]
+    return out
+
+
+def group_frames(readings: Iterable[Reading]) -> list[Frame]:
+    """Consecutive readings of one device, timestamp and tag set, as frames (order kept)."""
+    frames: list[Frame] = []
+    run: list[Reading] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        first = run[0]
+        quals = tuple(r.quality for r in run)
+        frames.append(
+            Frame(
+                first.ts_ns,
+                first.site,
+                first.gateway,
+                first.device,
+                FrameFields.of([r.quantity for r in run], [r.unit for r in run]),
+                tuple(r.value for r in run),
+                first.tags,
+                None if all(q is Quality.GOOD for q in quals) else quals,
+            )
+        )
+        run.clear()
+
+    for r in readings:
+        if run:
+            head = run[0]
+            if not (
+                r.ts_ns == head.ts_ns
+                and r.device == head.device
+                and r.site == head.site
+                and r.gateway == head.gateway
+                and (r.tags is head.tags or r.tags == head.tags)
+            ):
+                flush()
+        run.append(r)
+    flush()
+    return frames
