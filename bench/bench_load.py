@@ -20,9 +20,12 @@ spawned -> first value at the broker; polls are aligned to whole seconds, which 
 daemon-side counters at the end (missed poll ticks, readings not yet acknowledged by the sink).
 --profile runs py-spy on the daemon over the window and prints its top functions and modules (own time).
 
-The generated profile gives each register a tag (``ch = "c017"``) so that each value is a series of its own,
-as each register is a key of its own elsewhere. The status page is on, as shipped; --no-web measures the
-pipeline without it. A load the daemon cannot keep up with takes a few seconds to settle and the figures of
+Each value of the generated profile is a series of its own, as each register is a key of its own elsewhere:
+by default the registers are channels of 40 canonical quantities, each channel tagged (``ch = "c003"``), so a
+poll is one frame per channel; ``--layout tags`` gives every register the same quantity and a tag of its own
+(``ch = "c017"``), so that every value is a frame of its own (the worst case for frames).
+The status page is on, as shipped; --no-web measures the pipeline without it. A load the daemon cannot keep
+up with takes a few seconds to settle and the figures of
 a 20 s run vary from run to run on a shared machine (see the load column): use --seconds 60 or more there.
 """
 
@@ -45,6 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.servers: Mosquitto, VictoriaMetrics
 from load_report import Sample, ScenarioResult, print_table, summarise, top_frames
 
+from gateway.quantities import QUANTITIES
 from tests.servers import Mosquitto, VictoriaMetrics, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -68,17 +72,28 @@ class Scenario:
         return cls(text, int(devices), int(registers))
 
 
-def write_profile(folder: Path, registers: int, reg_type: str) -> str:
-    """A profile of ``registers`` values at consecutive holding addresses; a tag keeps each value its own series."""
-    name = f"bench-load-{reg_type}-{registers}"
+# Canonical quantities taking plain numbers: a channel of the ``channels`` layout has one register of each.
+CHANNEL_QUANTITIES = list(QUANTITIES)[:40]
+
+
+def write_profile(folder: Path, registers: int, reg_type: str, layout: str = "channels") -> str:
+    """A profile of ``registers`` values at consecutive holding addresses, each value a series of its own.
+
+    ``channels``: blocks of 40 quantities, each block tagged with its channel (``ch = "c003"``), as a
+    multi-channel meter's registers are: a poll is one frame per channel. ``tags``: one quantity with a tag
+    per register, so that every value is a frame of its own (the worst case).
+    """
+    name = f"bench-load-{reg_type}-{registers}-{layout}"
     width = 2 if reg_type == "float32" else 1
-    lines = [f'description = "bench_load: {registers} x {reg_type}"\n']
+    lines = [f'description = "bench_load: {registers} x {reg_type}, {layout}"\n']
     for i in range(registers):
         scale = "" if reg_type == "float32" else "scale = 0.01\n"
-        lines.append(
-            f'[[registers]]\nquantity = "temperature"\ntable = "holding"\naddress = {i * width}\n'
-            f'type = "{reg_type}"\n{scale}tags = {{ ch = "c{i:03d}" }}\n'
-        )
+        if layout == "channels":
+            channel, quantity = divmod(i, len(CHANNEL_QUANTITIES))
+            key = f'quantity = "{CHANNEL_QUANTITIES[quantity]}"\ntags = {{ ch = "c{channel:03d}" }}\n'
+        else:
+            key = f'quantity = "temperature"\ntags = {{ ch = "c{i:03d}" }}\n'
+        lines.append(f'[[registers]]\n{key}table = "holding"\naddress = {i * width}\ntype = "{reg_type}"\n{scale}')
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.toml").write_text("\n".join(lines))
     return name
@@ -204,7 +219,7 @@ def run_scenario(
         ports: list[int] = []
         profile = ""
         if scenario.devices:
-            profile = write_profile(folder / "profiles", scenario.registers, args.type)
+            profile = write_profile(folder / "profiles", scenario.registers, args.type, args.layout)
             ports = start_simulators(sims, scenario.devices, args.devices_per_sim, profile, folder / "profiles", log)
         metrics_port, topic = write_config(
             folder / "gateway.toml", scenario, args.sink, server_port, ports, profile, folder / "profiles", web=args.web
@@ -302,6 +317,12 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=3.0, help="after the first delivered value (default 3)")
     ap.add_argument("--sink", choices=("mqtt", "influxdb"), default="mqtt")
     ap.add_argument("--type", choices=("uint16", "float32"), default="uint16", help="register type (default uint16)")
+    ap.add_argument(
+        "--layout",
+        choices=("channels", "tags"),
+        default="channels",
+        help="channels of 40 quantities, a tag per channel (default: a frame per channel), or a tag per register",
+    )
     ap.add_argument("--devices-per-sim", type=int, default=50, help="endpoints per simulator process (default 50)")
     ap.add_argument(
         "--no-web", dest="web", action="store_false", help="turn the status page off (on by default, as shipped)"
@@ -320,7 +341,7 @@ def main() -> int:
     server: Mosquitto | VictoriaMetrics = (Mosquitto if args.sink == "mqtt" else VictoriaMetrics)(work / "server")
     print(
         f"bench_load: sink {args.sink}{' senml qos 1' if args.sink == 'mqtt' else ' -> VictoriaMetrics'}, "
-        f"{args.type} registers, status page {'on' if args.web else 'off'}, {INTERVAL_S:g} s polls, "
+        f"{args.type} registers ({args.layout}), status page {'on' if args.web else 'off'}, {INTERVAL_S:g} s polls, "
         f"{args.seconds:g} s per scenario "
         f"(warm-up {args.warmup:g} s), python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}",
