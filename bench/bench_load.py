@@ -53,7 +53,6 @@ from tests.servers import Mosquitto, VictoriaMetrics, free_port
 
 HERE = Path(__file__).resolve().parent
 TICK_S = os.sysconf("SC_CLK_TCK")
-INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +126,7 @@ def write_config(
     profile_dir: Path,
     *,
     web: bool,
+    interval_s: float,
 ) -> tuple[int, str]:
     metrics_port, web_port = free_port(), free_port()
     topic_root = f"load/{scenario.name}"
@@ -149,7 +149,7 @@ def write_config(
     for i, port in enumerate(ports):
         text += (
             f'[[sources]]\ndriver = "modbus"\nname = "ep{i:03d}"\ntransport = "tcp"\nhost = "127.0.0.1"\n'
-            f'port = {port}\ninterval = "{INTERVAL_S}s"\ntimeout = "1s"\nprofile_dirs = ["{profile_dir}"]\n'
+            f'port = {port}\ninterval = "{interval_s}s"\ntimeout = "1s"\nprofile_dirs = ["{profile_dir}"]\n'
             f'[[sources.devices]]\nname = "dev{i:03d}"\nunit_id = 1\nprofile = "{profile}"\n'
         )
     path.write_text(text)
@@ -222,7 +222,15 @@ def run_scenario(
             profile = write_profile(folder / "profiles", scenario.registers, args.type, args.layout)
             ports = start_simulators(sims, scenario.devices, args.devices_per_sim, profile, folder / "profiles", log)
         metrics_port, topic = write_config(
-            folder / "gateway.toml", scenario, args.sink, server_port, ports, profile, folder / "profiles", web=args.web
+            folder / "gateway.toml",
+            scenario,
+            args.sink,
+            server_port,
+            ports,
+            profile,
+            folder / "profiles",
+            web=args.web,
+            interval_s=args.interval,
         )
         if args.sink == "mqtt":
             counter = subprocess.Popen(
@@ -293,7 +301,7 @@ def run_scenario(
     arrivals = folder / "arrivals.json"
     result = summarise(
         scenario.name,
-        offered=scenario.devices * scenario.registers / INTERVAL_S,
+        offered=scenario.devices * scenario.registers / args.interval,
         started=started,
         samples=samples,
         arrivals=arrivals if arrivals.exists() else None,
@@ -316,6 +324,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="per scenario, startup included (default 20)")
     ap.add_argument("--warmup", type=float, default=3.0, help="after the first delivered value (default 3)")
     ap.add_argument("--sink", choices=("mqtt", "influxdb"), default="mqtt")
+    ap.add_argument("--interval", type=float, default=1.0, help="poll interval in s (default 1; startup: 0.1)")
     ap.add_argument("--type", choices=("uint16", "float32"), default="uint16", help="register type (default uint16)")
     ap.add_argument(
         "--layout",
@@ -341,7 +350,7 @@ def main() -> int:
     server: Mosquitto | VictoriaMetrics = (Mosquitto if args.sink == "mqtt" else VictoriaMetrics)(work / "server")
     print(
         f"bench_load: sink {args.sink}{' senml qos 1' if args.sink == 'mqtt' else ' -> VictoriaMetrics'}, "
-        f"{args.type} registers ({args.layout}), status page {'on' if args.web else 'off'}, {INTERVAL_S:g} s polls, "
+        f"{args.type} registers ({args.layout}), status page {'on' if args.web else 'off'}, {args.interval:g} s polls, "
         f"{args.seconds:g} s per scenario "
         f"(warm-up {args.warmup:g} s), python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}",

@@ -143,3 +143,20 @@ def test_status_text_shows_a_stall_an_unknown_clock_and_dispatcher_restarts() ->
     assert "STALLED: the dispatcher of sink influx has failed for 130 s" in text
     assert "clock: synchronisation unknown" in text
     assert "dispatcher restarted 4x; BufferFullError: disk full" in text
+
+
+def test_core_commands_start_without_importing_plugin_command_lines(tmp_path: Path) -> None:
+    # Building every plugin's command line (the simulators, pymodbus' server side) cost `gateway run`
+    # 0.5 s of its startup; a core command builds only its own.
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('[gateway]\nsite = "s"\nstate_dir = "st"\n[[sources]]\ndriver = "simulated"\nname = "x"\n'
+                   'devices = [{ name = "d" }]\n')  # fmt: skip
+    probe = (
+        "import sys\nfrom gateway.cli import main\n"
+        f"code = main(['check', '-c', {str(cfg)!r}])\n"
+        "print(code, sorted(m for m in sys.modules if m.startswith('gateway.simulators')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "0 []"
+    assert "modbus" in gateway("sim", "--help").stdout  # plugin commands are still there
