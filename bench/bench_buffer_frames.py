@@ -90,7 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-frames-") as tmp:
         for sync in ("full", "normal"):
             for batch in (10, 100):
-                cpu, wall = run(frames, sync, batch, args.take, Path(tmp))  # type: ignore[arg-type]
+                cpu, wall = run(frames, sync, batch, args.take, Path(tmp))
                 print(f"{sync:<7}{batch:>14}{cpu:>14.3f}{wall:>15.3f}{1e6 / wall:>12,.0f}")
         print(
             f"backlog drained from the file (take_frames + ack): {drain(frames, args.take, Path(tmp)):.3f} cpu us/value"
