@@ -60,14 +60,19 @@ def run(frames: list[Frame], sync: Sync, batch: int, take_limit: int, workdir: P
     return cpu / values * 1e6, wall / values * 1e6
 
 
-def drain(frames: list[Frame], take_limit: int, workdir: Path) -> float:
-    """CPU us per value of take_frames + ack of a backlog (read back from the file)."""
+def drain(frames: list[Frame], take_limit: int, workdir: Path) -> tuple[float, float, float]:
+    """CPU us per value of take_frames + ack of a backlog (read back from the file), and the
+    file's and the logical size in MB per million values."""
     path = workdir / "backlog.db"
     values = sum(len(f) for f in frames)
     with DurableBuffer(path, sync="normal", max_bytes=10 * 1024**3, tail_max=0) as buf:
         buf.set_sinks(["sink"])
         for start in range(0, len(frames), 100):
             buf.append(frames[start : start + 100])
+        buf._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        stats = buf.stats()
+        per_million = 1e6 / values / 1e6
+        file_mb, logical_mb = stats.file_bytes * per_million, stats.bytes * per_million
         cpu0 = time.process_time()
         taken = 0
         while got := buf.take_frames("sink", take_limit):
@@ -75,7 +80,7 @@ def drain(frames: list[Frame], take_limit: int, workdir: Path) -> float:
             taken += sum(len(b.frame) for b in got)
         cpu = time.process_time() - cpu0
         assert taken == values
-    return cpu / values * 1e6
+    return cpu / values * 1e6, file_mb, logical_mb
 
 
 def main() -> None:
@@ -92,9 +97,9 @@ def main() -> None:
             for batch in (10, 100):
                 cpu, wall = run(frames, sync, batch, args.take, Path(tmp))
                 print(f"{sync:<7}{batch:>14}{cpu:>14.3f}{wall:>15.3f}{1e6 / wall:>12,.0f}")
-        print(
-            f"backlog drained from the file (take_frames + ack): {drain(frames, args.take, Path(tmp)):.3f} cpu us/value"
-        )
+        backlog, file_mb, logical_mb = drain(frames, args.take, Path(tmp))
+        print(f"backlog drained from the file (take_frames + ack): {backlog:.3f} cpu us/value")
+        print(f"file size per million buffered values: {file_mb:.1f} MB on disk, {logical_mb:.1f} MB logical")
 
 
 if __name__ == "__main__":
