@@ -248,8 +248,8 @@ class BufferMachine(RuleBasedStateMachine):
         max_readings=st.sampled_from([6, 25, 200, 10_000]),
         overflow=st.sampled_from(["drop_oldest", "drop_newest"]),
         sync=st.sampled_from(["normal", "normal", "normal", "full"]),  # full costs fsyncs: 1 in 4
-        # the in-memory tail of newest readings: none, tiny (trimmed all the time), default
-        tail_max=st.sampled_from([0, 3, 10_000]),
+        # the in-memory tail of newest values: none, tiny (trimmed all the time), about one frame, default
+        tail_max=st.sampled_from([0, 3, 60, 10_000]),
     )
     def start(self, max_readings: int, overflow: Overflow, sync: Sync, tail_max: int) -> None:
         self.options = {
