@@ -94,7 +94,10 @@ _OVERFLOW_CLEAR: Final = 0.9  # overflow "recovers" once below 90 % of the budge
 # Two dispatcher batches (take + prefetch) of the default size fit.
 _TAIL_MAX: Final = 10_000
 _INT_MAX: Final = 2**63 - 1
-_COLLECT_STEP: Final = 500  # rows deleted per transaction when the disk is full (a few pages of WAL)
+# Deleted per transaction when the disk is full: at most this many rows and this
+# much logical size (a few pages of WAL; 500 readings, or 40 frames of 100 floats).
+_COLLECT_STEP: Final = 500
+_COLLECT_STEP_BYTES: Final = 32 * 1024
 
 
 class Deleted(NamedTuple):
@@ -689,11 +692,7 @@ class DurableBuffer:
         WAL each, and the pages they free are reused by the next appends.
         """
         while self._first_id <= through:
-            # The end of the next _COLLECT_STEP rows (whatever their number of values).
-            (step,) = self._conn.execute(
-                "SELECT max(id) FROM (SELECT id FROM readings WHERE id <= ? ORDER BY id LIMIT ?)",
-                (through, _COLLECT_STEP),
-            ).fetchone()
+            step = self._collect_step(through)
             if step is None:
                 return  # only a partly acked frame is left below ``through``
             try:
@@ -706,6 +705,19 @@ class DurableBuffer:
             self._forget(deleted)
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _collect_step(self, through: int) -> int | None:
+        """The last value id of the next step of whole rows to delete (at least one row)."""
+        step, total = None, 0
+        rows = self._conn.execute(
+            "SELECT id, size FROM readings WHERE id <= ? ORDER BY id LIMIT ?", (through, _COLLECT_STEP)
+        )
+        for row_id, size in rows:
+            if step is not None and total + size > _COLLECT_STEP_BYTES:
+                break
+            step, total = row_id, total + size
+        rows.close()
+        return step
 
     # -- dead letters ----------------------------------------------------
 
