@@ -400,8 +400,8 @@ class DurableBuffer:
         sid, size = series.by_key.get(key) or series.lookup(key)
         layout, layout_size = self._layouts.lookup(frame.fields)
         payload, payload_format, values_size, values = encode_frame_values(frame.values)
-        if values is not frame.values:  # subclasses stored as their base type: return them so
-            frame = dataclasses.replace(frame, values=values)
+        if values is not frame.values:  # subclasses (IntEnum...) are stored as their base type:
+            frame = dataclasses.replace(frame, values=values)  # the tail must return what the file does
         size += ROW_OVERHEAD + layout_size + values_size
         quality = encode_qualities(frame.qualities)
         return (0, sid, frame.ts_ns, payload, frame_kind(layout, payload_format), quality, size), frame

@@ -16,8 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from gateway.buffer import BufferedFrame, DurableBuffer, Overflow, Sync
-from gateway.buffer_codec import item_size
+from gateway.buffer import BufferedFrame, DurableBuffer, Overflow, Sync, item_size
 from gateway.frame import Frame, FrameFields, Item
 from gateway.model import Quality, Reading
 
