@@ -16,6 +16,7 @@ and strings with lone surrogates (not valid UTF-8).
 from __future__ import annotations
 
 import json
+import struct
 import sys
 from array import array
 from collections.abc import Sequence
@@ -145,7 +146,8 @@ def logical_size(reading: Reading) -> int:
 # (quantity, unit) layout as a reference into the ``layouts`` table. The
 # payload is packed at C speed with the exact Python types kept: all floats as
 # IEEE doubles, all int64 as 8-byte ints (little-endian on disk, so the file
-# moves between machines), anything else as a JSON list (json keeps int, float,
+# moves between machines), a mix of the two as one type byte per value and
+# the same 8-byte fields, anything else as a JSON list (json keeps int, float,
 # bool and str apart; NaN, infinities, big ints and lone surrogates round-trip).
 
 # A frame row's ``kind`` is ``layout id << FRAME_SHIFT | payload format``: a
@@ -154,6 +156,7 @@ def logical_size(reading: Reading) -> int:
 KIND_FRAME_F64: Final = 1
 KIND_FRAME_I64: Final = 2
 KIND_FRAME_JSON: Final = 3
+KIND_FRAME_MIXED: Final = 4  # floats and int64s: one type byte per value, then 8 bytes per value
 FRAME_SHIFT: Final = 4
 FRAME_KIND_MIN: Final = 1 << FRAME_SHIFT
 _FORMAT_MASK: Final = FRAME_KIND_MIN - 1
@@ -169,6 +172,20 @@ def frame_layout(kind: int) -> int:
 
 _SWAP: Final = sys.byteorder != "little"
 _BASE_TYPES: Final = (bool, int, float, str)  # bool first: it is an int
+_NUMBER_FLAGS: Final = {float: 0, int: 1}
+_NUMBER_CODES: Final = bytes.maketrans(b"\x00\x01", b"dq")
+# struct.Struct per mixed layout (a device's frames all have the same one); bounded.
+_MIXED: dict[bytes, struct.Struct] = {}
+_MIXED_MAX: Final = 1000
+
+
+def _mixed_struct(flags: bytes) -> struct.Struct:
+    hit = _MIXED.get(flags)
+    if hit is None:
+        if len(_MIXED) >= _MIXED_MAX:
+            _MIXED.clear()
+        hit = _MIXED[flags] = struct.Struct("<" + flags.translate(_NUMBER_CODES).decode("ascii"))
+    return hit
 
 
 def _packed(typecode: str, values: Sequence[Value]) -> bytes:
@@ -191,6 +208,12 @@ def encode_frame_values(values: Sequence[Value]) -> tuple[SqlValue, int, int, Se
             return _packed("q", values), KIND_FRAME_I64, 8 * len(values), values
         except OverflowError:
             pass  # an int beyond 64 bits: JSON keeps it exact
+    elif types == {int, float}:
+        flags = bytes(map(_NUMBER_FLAGS.__getitem__, map(type, values)))
+        try:
+            return flags + _mixed_struct(flags).pack(*values), KIND_FRAME_MIXED, 8 * len(values), values
+        except struct.error:
+            pass  # an int beyond 64 bits
     exact = types <= {bool, int, float, str}
     if not exact:
         for t in types:
@@ -199,8 +222,17 @@ def encode_frame_values(values: Sequence[Value]) -> tuple[SqlValue, int, int, Se
         # Subclasses (IntEnum, numpy-like floats) are stored as their base type.
         values = tuple(v if type(v) in _BASE_TYPES else _base(v) for v in values)
     text = json.dumps(list(values), separators=(",", ":"))  # ASCII: lone surrogates escaped
-    size = sum(encode_value(v)[2] for v in values)
-    return text, KIND_FRAME_JSON, size, values
+    return text, KIND_FRAME_JSON, _values_size(values), values
+
+
+def _values_size(values: Sequence[Value]) -> int:
+    """Sum of ``encode_value``'s sizes, counted in bulk for numbers and bools (plain types only)."""
+    kinds = list(map(type, values))
+    if str not in kinds:
+        ints = [v for v, k in zip(values, kinds, strict=True) if k is int]
+        if not ints or (min(ints) >= _INT64_MIN and max(ints) <= _INT64_MAX):  # type: ignore[operator]
+            return 8 * len(kinds) - 7 * kinds.count(bool)  # 8 bytes a number, 1 a bool
+    return sum(encode_value(v)[2] for v in values)
 
 
 def _base(value: Value) -> Value:
@@ -219,6 +251,9 @@ def decode_frame_values(payload: SqlValue, kind: int) -> tuple[Value, ...]:
         if _SWAP:
             unpacked.byteswap()
         return tuple(unpacked)
+    if kind == KIND_FRAME_MIXED:
+        n = len(payload) // 9  # type: ignore[arg-type]
+        return _mixed_struct(payload[:n]).unpack_from(payload, n)  # type: ignore[index, arg-type]
     if kind == KIND_FRAME_JSON:
         return tuple(json.loads(payload))  # type: ignore[arg-type]
     raise ValueError(f"unknown frame value kind {kind} in buffer row")

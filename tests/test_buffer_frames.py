@@ -21,6 +21,7 @@ from gateway.buffer_codec import (
     KIND_FRAME_F64,
     KIND_FRAME_I64,
     KIND_FRAME_JSON,
+    KIND_FRAME_MIXED,
     ROW_OVERHEAD,
     decode_frame_values,
     encode_frame_values,
@@ -74,6 +75,7 @@ scalars = st.one_of(
     st.one_of(
         st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=40),
         st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=1, max_size=40),
+        st.lists(st.one_of(st.floats(), st.integers(min_value=-(2**64), max_value=2**64)), min_size=1, max_size=40),
         st.lists(scalars, min_size=1, max_size=40),
     )
 )
@@ -89,6 +91,8 @@ def test_frame_values_round_trip_with_their_exact_types(values: list[Value]) -> 
         )  # little-endian IEEE doubles whatever the machine
     elif types == {int} and all(-(2**63) <= v < 2**63 for v in values):  # type: ignore[operator]
         assert kind == KIND_FRAME_I64
+    elif types == {int, float} and all(-(2**63) <= v < 2**63 for v in values if type(v) is int):
+        assert kind == KIND_FRAME_MIXED and isinstance(payload, bytes) and len(payload) == 9 * len(values)
     else:
         assert kind == KIND_FRAME_JSON and isinstance(payload, str) and payload.isascii()
 
