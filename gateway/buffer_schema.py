@@ -101,11 +101,8 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
         raise BufferCorruptError(path, f"cannot open the buffer read-only: {exc}") from exc
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 1:
-            raise BufferCorruptError(
-                path, "schema version 1, written by an older gateway: the daemon upgrades it when it next opens it"
-            )
-        if version != SCHEMA_VERSION:
+        # Version 1 (an older daemon may still be running) holds only readings, which v2 reads as they are.
+        if version not in (1, SCHEMA_VERSION):
             raise BufferCorruptError(path, f"schema version {version}, expected {SCHEMA_VERSION}")
     except sqlite3.DatabaseError as exc:
         conn.close()

@@ -196,12 +196,16 @@ class DurableBuffer:
     def _recover_snapshot(self) -> None:
         conn = self._conn
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
-        count, total = conn.execute(
-            f"SELECT coalesce(sum({_ROW_VALUES}), 0), coalesce(sum(r.size), 0) FROM {_ROWS_WITH_LAYOUT}"
-        ).fetchone()
-        first = conn.execute(
-            f"SELECT r.id - ({_ROW_VALUES}) + 1 FROM {_ROWS_WITH_LAYOUT} ORDER BY r.id LIMIT 1"
-        ).fetchone()
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='layouts'").fetchone():
+            count, total = conn.execute(
+                f"SELECT coalesce(sum({_ROW_VALUES}), 0), coalesce(sum(r.size), 0) FROM {_ROWS_WITH_LAYOUT}"
+            ).fetchone()
+            first = conn.execute(
+                f"SELECT r.id - ({_ROW_VALUES}) + 1 FROM {_ROWS_WITH_LAYOUT} ORDER BY r.id LIMIT 1"
+            ).fetchone()
+        else:  # a v1 file, inspected read-only while an older daemon still runs: readings only
+            count, total = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM readings").fetchone()
+            first = conn.execute("SELECT id FROM readings ORDER BY id LIMIT 1").fetchone()
         self._last_id: int = seq[0] if seq else 0
         self._first_id: int = first[0] if first is not None else self._last_id + 1
         self._bytes: int = total
