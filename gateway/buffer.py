@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from gateway.buffer_codec import logical_size
+from gateway.buffer_codec import item_size, logical_size
 from gateway.buffer_sqlite import DurableBuffer, Overflow, Sync
 from gateway.buffer_types import (
     AppendResult,
@@ -50,6 +50,7 @@ __all__ = [
     "SinkStats",
     "Sync",
     "UnknownSinkError",
+    "item_size",
     "logical_size",
 ]
 

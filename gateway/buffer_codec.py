@@ -15,8 +15,14 @@ and strings with lone surrogates (not valid UTF-8).
 
 from __future__ import annotations
 
+import json
+import struct
+import sys
+from array import array
+from collections.abc import Sequence
 from typing import Final
 
+from gateway.frame import Frame
 from gateway.model import Quality, Reading, Value
 from gateway.tags import encode_tags
 
@@ -132,3 +138,156 @@ def logical_size(reading: Reading) -> int:
     stores them once, so ``max_bytes`` is a conservative bound on the file.
     """
     return ROW_OVERHEAD + series_size(series_key(reading)) + encode_value(reading.value)[2]
+
+
+# -- frame rows ------------------------------------------------------------
+#
+# A frame is stored as ONE row: its values packed into one payload, its
+# (quantity, unit) layout as a reference into the ``layouts`` table. The
+# payload is packed at C speed with the exact Python types kept: all floats as
+# IEEE doubles, all int64 as 8-byte ints (little-endian on disk, so the file
+# moves between machines), a mix of the two as one type byte per value and
+# the same 8-byte fields, anything else as a JSON list (json keeps int, float,
+# bool and str apart; NaN, infinities, big ints and lone surrogates round-trip).
+
+# A frame row's ``kind`` is ``layout id << FRAME_SHIFT | payload format``: a
+# reading's kind (0..4) is below FRAME_KIND_MIN, a frame's above. No column is
+# added for frames, so a reading's row is exactly as small as in schema v1.
+KIND_FRAME_F64: Final = 1
+KIND_FRAME_I64: Final = 2
+KIND_FRAME_JSON: Final = 3
+KIND_FRAME_MIXED: Final = 4  # floats and int64s: one type byte per value, then 8 bytes per value
+FRAME_SHIFT: Final = 4
+FRAME_KIND_MIN: Final = 1 << FRAME_SHIFT
+_FORMAT_MASK: Final = FRAME_KIND_MIN - 1
+
+
+def frame_kind(layout: int, payload_format: int) -> int:
+    return layout << FRAME_SHIFT | payload_format
+
+
+def frame_layout(kind: int) -> int:
+    return kind >> FRAME_SHIFT
+
+
+_SWAP: Final = sys.byteorder != "little"
+_BASE_TYPES: Final = (bool, int, float, str)  # bool first: it is an int
+_NUMBER_FLAGS: Final = {float: 0, int: 1}
+_NUMBER_CODES: Final = bytes.maketrans(b"\x00\x01", b"dq")
+# struct.Struct per mixed layout (a device's frames all have the same one); bounded.
+_MIXED: dict[bytes, struct.Struct] = {}
+_MIXED_MAX: Final = 1000
+
+
+def _mixed_struct(flags: bytes) -> struct.Struct:
+    hit = _MIXED.get(flags)
+    if hit is None:
+        if len(_MIXED) >= _MIXED_MAX:
+            _MIXED.clear()
+        hit = _MIXED[flags] = struct.Struct("<" + flags.translate(_NUMBER_CODES).decode("ascii"))
+    return hit
+
+
+def _packed(typecode: str, values: Sequence[Value]) -> bytes:
+    packed = array(typecode, values)  # type: ignore[type-var]
+    if _SWAP:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def encode_frame_values(values: Sequence[Value]) -> tuple[SqlValue, int, int, Sequence[Value]]:
+    """Return (payload, kind, logical size of the values, the values as decoding returns them).
+
+    Raises TypeError for a value that is not float, int, bool or str (or a subclass).
+    """
+    types = set(map(type, values))
+    if types == {float}:
+        return _packed("d", values), KIND_FRAME_F64, 8 * len(values), values
+    if types == {int}:
+        try:
+            return _packed("q", values), KIND_FRAME_I64, 8 * len(values), values
+        except OverflowError:
+            pass  # an int beyond 64 bits: JSON keeps it exact
+    elif types == {int, float}:
+        flags = bytes(map(_NUMBER_FLAGS.__getitem__, map(type, values)))
+        try:
+            return flags + _mixed_struct(flags).pack(*values), KIND_FRAME_MIXED, 8 * len(values), values
+        except struct.error:
+            pass  # an int beyond 64 bits
+    exact = types <= {bool, int, float, str}
+    if not exact:
+        for t in types:
+            if not issubclass(t, _BASE_TYPES):
+                raise TypeError(f"reading value must be float, int, bool or str, not {t.__name__}")
+        # Subclasses (IntEnum, numpy-like floats) are stored as their base type.
+        values = tuple(v if type(v) in _BASE_TYPES else _base(v) for v in values)
+    text = json.dumps(list(values), separators=(",", ":"))  # ASCII: lone surrogates escaped
+    return text, KIND_FRAME_JSON, _values_size(values), values
+
+
+def _values_size(values: Sequence[Value]) -> int:
+    """Sum of ``encode_value``'s sizes, counted in bulk for numbers and bools (plain types only)."""
+    kinds = list(map(type, values))
+    if str not in kinds:
+        ints = [v for v, k in zip(values, kinds, strict=True) if k is int]
+        if not ints or (min(ints) >= _INT64_MIN and max(ints) <= _INT64_MAX):  # type: ignore[operator]
+            return 8 * len(kinds) - 7 * kinds.count(bool)  # 8 bytes a number, 1 a bool
+    return sum(encode_value(v)[2] for v in values)
+
+
+def _base(value: Value) -> Value:
+    for t in _BASE_TYPES:
+        if isinstance(value, t):
+            return t(value)
+    raise TypeError(f"reading value must be float, int, bool or str, not {type(value).__name__}")
+
+
+def decode_frame_values(payload: SqlValue, kind: int) -> tuple[Value, ...]:
+    """The values of a frame row (``kind`` is the row's kind or just its payload format)."""
+    kind &= _FORMAT_MASK
+    if kind in (KIND_FRAME_F64, KIND_FRAME_I64):
+        unpacked = array("d" if kind == KIND_FRAME_F64 else "q")
+        unpacked.frombytes(payload)  # type: ignore[arg-type]
+        if _SWAP:
+            unpacked.byteswap()
+        return tuple(unpacked)
+    if kind == KIND_FRAME_MIXED:
+        n = len(payload) // 9  # type: ignore[arg-type]
+        return _mixed_struct(payload[:n]).unpack_from(payload, n)  # type: ignore[index, arg-type]
+    if kind == KIND_FRAME_JSON:
+        return tuple(json.loads(payload))  # type: ignore[arg-type]
+    raise ValueError(f"unknown frame value kind {kind} in buffer row")
+
+
+def encode_qualities(qualities: Sequence[Quality] | None) -> int | bytes:
+    """0 when every value is GOOD (the common case), else one byte per value.
+
+    Kept in the v1 ``quality`` column (NOT NULL, which ALTER TABLE cannot relax): an
+    integer for a reading or an all-GOOD frame, a BLOB otherwise.
+    """
+    if qualities is None or not any(qualities):
+        return 0
+    return bytes(qualities)
+
+
+def decode_qualities(stored: int | bytes) -> tuple[Quality, ...] | None:
+    if type(stored) is bytes:
+        return tuple(map(_QUALITIES.__getitem__, stored))
+    return None
+
+
+def layout_size(quantities: Sequence[str], units: Sequence[str]) -> int:
+    """Logical size of a frame's layout: every quantity and unit name once."""
+    return sum(map(encoded_len, quantities)) + sum(map(encoded_len, units))
+
+
+def item_size(item: Reading | Frame) -> int:
+    """Bytes an item counts against ``max_bytes``. A frame counts like its readings
+    would, except that the row overhead and the series strings (site, gateway,
+    device, tags, and each quantity and unit name) count once per frame."""
+    if not isinstance(item, Frame):
+        return logical_size(item)
+    f = item
+    key = (f.site, f.gateway, f.device, "", "", encode_tags(f.tags) if f.tags else "")
+    layout = layout_size(f.fields.quantities, f.fields.units)
+    return ROW_OVERHEAD + series_size(key) + layout + encode_frame_values(f.values)[2]

@@ -8,7 +8,12 @@ from typing import Final, Literal
 
 from gateway.buffer_types import BufferCorruptError
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+# v2 stores a frame as one row: ``id`` is the id of its LAST value (a frame of
+# n values has the value ids id-n+1 .. id), ``kind`` holds its layout id (its
+# quantities and units, and n, in ``layouts``) and payload format
+# (buffer_codec.frame_kind), ``value`` the packed values, ``quality`` 0 (all
+# GOOD) or one byte per value. A reading's row is as in v1 (n = 1).
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY, site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL,
@@ -17,6 +22,9 @@ CREATE TABLE IF NOT EXISTS series (
 CREATE TABLE IF NOT EXISTS readings (
     id INTEGER PRIMARY KEY AUTOINCREMENT, series INTEGER NOT NULL, ts_ns INTEGER NOT NULL,
     value, kind INTEGER NOT NULL, quality INTEGER NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS layouts (
+    id INTEGER PRIMARY KEY, quantities TEXT NOT NULL, units TEXT NOT NULL, n INTEGER NOT NULL,
+    UNIQUE (quantities, units));
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, acked_id INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -28,6 +36,10 @@ CREATE TABLE IF NOT EXISTS rejected (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, driver TEXT NOT NULL, device TEXT NOT NULL,
     raw BLOB NOT NULL, size INTEGER NOT NULL, reason TEXT NOT NULL, rejected_at_ns INTEGER NOT NULL);
 """
+# v1 -> v2: a v1 file's rows are all single readings, which v2 reads as they
+# are; the migration is the ``layouts`` table (CREATE IF NOT EXISTS) and the new
+# version number, which makes a gateway that knows only v1 refuse the file
+# (it could not read frame rows).
 # The rejected table was added without a version bump: CREATE IF NOT EXISTS
 # adds it to an older file, and an older gateway ignores it.
 
@@ -62,7 +74,7 @@ def connect(
         conn.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
         conn.execute(f"PRAGMA journal_size_limit={int(journal_size_limit)}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise BufferCorruptError(path, f"schema version {version} is newer than this gateway's")
         conn.executescript(SCHEMA)  # IF NOT EXISTS: no write when the tables are there
         if version != SCHEMA_VERSION:  # setting it writes, even to the same value
@@ -89,7 +101,8 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
         raise BufferCorruptError(path, f"cannot open the buffer read-only: {exc}") from exc
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
+        # Version 1 (an older daemon may still be running) holds only readings, which v2 reads as they are.
+        if version not in (1, SCHEMA_VERSION):
             raise BufferCorruptError(path, f"schema version {version}, expected {SCHEMA_VERSION}")
     except sqlite3.DatabaseError as exc:
         conn.close()

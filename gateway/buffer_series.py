@@ -1,15 +1,18 @@
-"""Interning of series rows (site, gateway, device, quantity, unit, tags) in a ``series`` table.
+"""Interning of series rows (site, gateway, device, quantity, unit, tags) in a ``series`` table,
+and of frame layouts (quantities, units) in a ``layouts`` table.
 
 Used by the durable buffer and by the local store, whose ``series`` tables have the same columns.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Mapping
 from typing import Final
 
-from gateway.buffer_codec import SeriesKey, from_sql_text, series_size, to_sql_text
+from gateway.buffer_codec import SeriesKey, from_sql_text, layout_size, series_size, to_sql_text
+from gateway.frame import FrameFields
 from gateway.tags import TagsCache, decode_tags, encode_tags
 
 # Bounds the caches when tags vary per reading (each distinct tag set is a
@@ -84,4 +87,70 @@ class SeriesTable:
         """Forget every cached entry (after series rows were deleted: their ids must not be used again)."""
         self.by_key.clear()
         self._by_id.clear()
+        self._created.clear()
+
+
+class LayoutTable:
+    """Maps frame layouts (``FrameFields``) to ids in the ``layouts`` table and back.
+
+    Keyed by the interned FrameFields object (its ``id()``, checked with ``is``):
+    every frame of a device shares one, so a hit is one int-keyed dict lookup
+    instead of hashing hundreds of names. Not in ``FrameFields.memo``: ids are
+    per database file, and several buffers may be open in one process.
+    Entries created inside a transaction are forgotten again on rollback.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._by_obj: dict[int, tuple[FrameFields, int, int]] = {}
+        self._by_id: dict[int, FrameFields] = {}
+        self._created: list[int] = []
+
+    def lookup(self, fields: FrameFields) -> tuple[int, int]:
+        """(id, logical size) of a layout, inserting it if new. Call inside a write transaction."""
+        hit = self._by_obj.get(id(fields))
+        if hit is not None and hit[0] is fields:
+            return hit[1], hit[2]
+        quantities = json.dumps(fields.quantities, separators=(",", ":"))  # ASCII, lossless
+        units = json.dumps(fields.units, separators=(",", ":"))
+        row = self._conn.execute(
+            "SELECT id FROM layouts WHERE quantities=? AND units=?", (quantities, units)
+        ).fetchone()
+        if row is None:
+            lid = self._conn.execute(
+                "INSERT INTO layouts (quantities, units, n) VALUES (?, ?, ?)", (quantities, units, len(fields))
+            ).lastrowid
+            assert lid is not None
+            self._created.append(lid)
+        else:
+            lid = row[0]
+        if len(self._by_obj) >= _CACHE_MAX:
+            self._by_obj.clear()
+        size = layout_size(fields.quantities, fields.units)
+        self._by_obj[id(fields)] = (fields, lid, size)
+        return lid, size
+
+    def fields(self, lid: int) -> FrameFields:
+        hit = self._by_id.get(lid)
+        if hit is not None:
+            return hit
+        row = self._conn.execute("SELECT quantities, units FROM layouts WHERE id=?", (lid,)).fetchone()
+        if row is None:
+            raise LookupError(f"layout {lid} missing from the buffer")
+        fields = FrameFields.of(json.loads(row[0]), json.loads(row[1]))
+        if len(self._by_id) >= _CACHE_MAX:
+            self._by_id.clear()
+        self._by_id[lid] = fields
+        return fields
+
+    def committed(self) -> None:
+        self._created.clear()
+
+    def rolled_back(self) -> None:
+        created = set(self._created)
+        for key, (_, lid, _) in list(self._by_obj.items()):
+            if lid in created:
+                del self._by_obj[key]
+        for lid in created:
+            self._by_id.pop(lid, None)
         self._created.clear()

@@ -1,34 +1,55 @@
-"""The durable buffer: readings on local disk in SQLite (WAL), one cursor per sink.
+"""The durable buffer: readings and frames on local disk in SQLite (WAL), one cursor per sink.
 
 See docs/durability.md for what survives a crash or a power cut. Invariants the
 code relies on (and tests/test_buffer_model.py checks):
 
-* ids are assigned by AUTOINCREMENT in one writer, so the rows in ``readings``
-  are always the contiguous id range [first_id, last_id]; rows only ever leave
-  from the old end (all sinks acked, or drop_oldest). Counts are arithmetic.
+* ids are per VALUE. A row holds one reading or one frame of n values, which
+  has the value ids [id - n + 1, id]: its INTEGER PRIMARY KEY is the id of its
+  last value. Ids are assigned in one writer (AUTOINCREMENT keeps
+  sqlite_sequence at the last one), so the rows always cover the contiguous
+  value ids [first_id, last_id]; rows only ever leave whole, from the old end
+  (all sinks acked their last value, or drop_oldest). Counts are arithmetic.
+* cursors, acks, in-flight ranges and dead letters are value ids; a cursor may
+  sit inside a frame (its row stays until every sink has acked all of it).
 * in-memory state (bytes, ids, cursors, counters) changes only after COMMIT.
-* the tail cache holds exactly the committed readings with ids
-  [tail_first, last_id] (or nothing), each equal to what SQLite would return.
+* the tail cache holds exactly the committed items with value ids
+  [tail.first, last_id] (or nothing), each equal to what SQLite would return.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from gateway import buffer_deadletters as deadletters
 from gateway import buffer_rejected as rejected
-from gateway.buffer_codec import ROW_OVERHEAD, SqlValue, decode_value, encode_value, quality_of
+from gateway.buffer_codec import (
+    FRAME_KIND_MIN,
+    FRAME_SHIFT,
+    ROW_OVERHEAD,
+    SqlValue,
+    decode_frame_values,
+    decode_qualities,
+    decode_value,
+    encode_frame_values,
+    encode_qualities,
+    encode_value,
+    frame_kind,
+    frame_layout,
+    quality_of,
+)
 from gateway.buffer_disk import DiskGuard, is_disk_full
+from gateway.buffer_items import StoredItem, Tail, frames_from, readings_from
 from gateway.buffer_schema import connect, connect_read_only
-from gateway.buffer_series import SeriesTable
+from gateway.buffer_series import LayoutTable, SeriesTable
 from gateway.buffer_types import (
     AppendResult,
     BufferCorruptError,
@@ -43,8 +64,8 @@ from gateway.buffer_types import (
     SinkStats,
     UnknownSinkError,
 )
-from gateway.frame import Frame, FrameFields, Item, as_readings
-from gateway.model import Quality, Reading, make_reading
+from gateway.frame import Frame, Item, count_values
+from gateway.model import make_reading
 from gateway.sqlite_rows import insert_rows
 
 log = logging.getLogger("gateway.buffer")
@@ -52,8 +73,15 @@ log = logging.getLogger("gateway.buffer")
 Overflow = Literal["drop_oldest", "drop_newest"]
 Sync = Literal["full", "normal"]
 
-_INSERT_HEAD: Final = "INSERT INTO readings (series, ts_ns, value, kind, quality, size)"
+_INSERT_HEAD: Final = "INSERT INTO readings (id, series, ts_ns, value, kind, quality, size)"
+# The first row returned holds value id ? + 1 (a row's id is its last value's).
 _SELECT: Final = "SELECT id, series, ts_ns, value, kind, quality FROM readings WHERE id > ? ORDER BY id LIMIT ?"
+Row = tuple[int, int, int, SqlValue, int, int | bytes, int]  # as in _INSERT_HEAD
+# Values per row: 1 for a reading, its layout's n for a frame (buffer_schema).
+_ROW_VALUES: Final = f"CASE WHEN r.kind < {FRAME_KIND_MIN} THEN 1 ELSE l.n END"
+_ROWS_WITH_LAYOUT: Final = (
+    f"readings r LEFT JOIN layouts l ON r.kind >= {FRAME_KIND_MIN} AND l.id = r.kind >> {FRAME_SHIFT}"
+)
 # dropped_in_flight: readings drop_oldest deleted while the only sink's dispatcher
 # held them in memory; counted as dropped only if they are never acknowledged
 # (see ``_settle_in_flight``), all of them at the next open after a crash.
@@ -66,7 +94,21 @@ _OVERFLOW_CLEAR: Final = 0.9  # overflow "recovers" once below 90 % of the budge
 # Two dispatcher batches (take + prefetch) of the default size fit.
 _TAIL_MAX: Final = 10_000
 _INT_MAX: Final = 2**63 - 1
-_COLLECT_STEP: Final = 500  # rows deleted per transaction when the disk is full (a few pages of WAL)
+# Deleted per transaction when the disk is full: at most this many rows and this
+# much logical size (a few pages of WAL; 500 readings, or 40 frames of 100 floats).
+_COLLECT_STEP: Final = 500
+_COLLECT_STEP_BYTES: Final = 32 * 1024
+
+
+class Deleted(NamedTuple):
+    """What a delete of old rows removed: values, logical bytes, and the last value id (None: nothing)."""
+
+    values: int
+    bytes: int
+    end: int | None
+
+
+_NOTHING: Final = Deleted(0, 0, None)
 
 
 class DurableBuffer:
@@ -116,6 +158,7 @@ class DurableBuffer:
                 os.close(self._lock_fd)
                 raise
         self._series = SeriesTable(self._conn)
+        self._layouts = LayoutTable(self._conn)
         self._closed = False
         self._overflowing = False
         self._state_dirty = False  # counters/cursors changed in memory only (disk full, recovery)
@@ -153,12 +196,21 @@ class DurableBuffer:
     def _recover_snapshot(self) -> None:
         conn = self._conn
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
-        count, total, first = conn.execute("SELECT count(*), coalesce(sum(size), 0), min(id) FROM readings").fetchone()
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='layouts'").fetchone():
+            count, total = conn.execute(
+                f"SELECT coalesce(sum({_ROW_VALUES}), 0), coalesce(sum(r.size), 0) FROM {_ROWS_WITH_LAYOUT}"
+            ).fetchone()
+            first = conn.execute(
+                f"SELECT r.id - ({_ROW_VALUES}) + 1 FROM {_ROWS_WITH_LAYOUT} ORDER BY r.id LIMIT 1"
+            ).fetchone()
+        else:  # a v1 file, inspected read-only while an older daemon still runs: readings only
+            count, total = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM readings").fetchone()
+            first = conn.execute("SELECT id FROM readings ORDER BY id LIMIT 1").fetchone()
         self._last_id: int = seq[0] if seq else 0
-        self._first_id: int = first if first is not None else self._last_id + 1
+        self._first_id: int = first[0] if first is not None else self._last_id + 1
         self._bytes: int = total
         if count != self._last_id - self._first_id + 1:
-            raise BufferCorruptError(self.path, f"{count} rows do not fill ids {self._first_id}..{self._last_id}")
+            raise BufferCorruptError(self.path, f"{count} values do not fill ids {self._first_id}..{self._last_id}")
         self._cursors: dict[str, int] = dict(conn.execute("SELECT sink, acked_id FROM cursors"))
         stored = dict(conn.execute("SELECT name, value FROM counters"))
         self._counters = {name: int(stored.get(name, 0)) for name in _COUNTERS}
@@ -169,13 +221,17 @@ class DurableBuffer:
             self._state_dirty = not self.read_only  # written by the next transaction
         self._in_flight: list[tuple[int, int]] = []  # id ranges of those readings, oldest first
         self._taken_to: dict[str, int] = {}  # per sink: highest id take() handed out since reading from the cursor
-        self._tail: list[Reading] = []
-        self._tail_first = self._last_id + 1
+        self._tail = Tail(self.tail_max, self._last_id + 1)
         if not self.read_only and conn.execute("SELECT count(*) FROM series").fetchone()[0] > 1000:
             # Series no reading or dead letter refers to any more (at open: nothing is cached yet).
             conn.execute(
                 "DELETE FROM series WHERE id NOT IN (SELECT series FROM readings)"
                 " AND id NOT IN (SELECT series FROM dead_letters)"
+            )
+        if not self.read_only and conn.execute("SELECT count(*) FROM layouts").fetchone()[0] > 1000:
+            conn.execute(
+                f"DELETE FROM layouts WHERE id NOT IN"
+                f" (SELECT kind >> {FRAME_SHIFT} FROM readings WHERE kind >= {FRAME_KIND_MIN})"
             )
         log.debug(
             "buffer %s: %d readings, ids %d..%d, sinks %s",
@@ -212,8 +268,10 @@ class DurableBuffer:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 self._series.rolled_back()
+                self._layouts.rolled_back()
                 raise
             self._series.committed()
+            self._layouts.committed()
             self._state_dirty = False
         finally:
             if relaxed:
@@ -229,13 +287,23 @@ class DurableBuffer:
         except KeyError:
             raise UnknownSinkError(self.path, f"unknown sink {sink!r} (known: {sorted(self._cursors)})") from None
 
-    def _delete_through(self, conn: sqlite3.Connection, last: int) -> tuple[int, int]:
-        """Delete rows with id <= last; return (rows, bytes) deleted."""
-        rows, size = conn.execute(
-            "SELECT count(*), coalesce(sum(size), 0) FROM readings WHERE id <= ?", (last,)
+    def _delete_through(self, conn: sqlite3.Connection, last: int) -> Deleted:
+        """Delete the rows whose values all have ids <= last (whole rows only)."""
+        size, end = conn.execute(
+            "SELECT coalesce(sum(size), 0), max(id) FROM readings WHERE id <= ?", (last,)
         ).fetchone()
-        conn.execute("DELETE FROM readings WHERE id <= ?", (last,))
-        return rows, size
+        if end is None:
+            return _NOTHING
+        conn.execute("DELETE FROM readings WHERE id <= ?", (end,))
+        return Deleted(end - self._first_id + 1, size, end)  # rows cover first_id..end contiguously
+
+    def _acked_by_all(self, through: int) -> int:
+        """How many buffered values up to ``through`` every sink has acked: the front
+        of a frame whose row stays until its last value is acked. Deleting them
+        drops nothing."""
+        if not self._cursors:
+            return 0
+        return max(0, min(min(self._cursors.values()), through) - self._first_id + 1)
 
     def _collectable(self, cursors: dict[str, int]) -> int | None:
         """Highest id every sink has acked, if any buffered row is at or below it."""
@@ -254,7 +322,7 @@ class DurableBuffer:
         start = self._first_id - 1
         cursors = {name: self._cursors.get(name, start) for name in wanted}
         collect = self._collectable(cursors)
-        deleted = (0, 0)
+        deleted = _NOTHING
         # The dispatchers are started anew with the new set of sinks: what they held is gone.
         counters = self._settle_in_flight(None, None)
         try:
@@ -275,37 +343,27 @@ class DurableBuffer:
             self._disk.full(self._bytes, self.overflow)
             self._disk.free(self._conn)
             self._state_dirty = True
-            collect, deleted = None, (0, 0)
+            deleted = _NOTHING
         self._cursors = cursors
         self._counters = counters
         self._in_flight = []
         self._taken_to = {}
-        self._forget(collect, deleted)
+        self._forget(deleted)
         if removed or added:
             log.info("buffer sinks: added %s, removed %s", added, removed)
         return sorted(removed)
 
-    def _forget(self, through: int | None, deleted: tuple[int, int]) -> None:
-        if through is not None:
-            self._first_id = through + 1
-            self._bytes -= deleted[1]
-            if through >= self._tail_first:
-                del self._tail[: through - self._tail_first + 1]
-                self._tail_first = through + 1
+    def _forget(self, deleted: Deleted) -> None:
+        if deleted.end is not None:
+            self._first_id = deleted.end + 1
+            self._bytes -= deleted.bytes
+            self._tail.forget_through(deleted.end)
 
-    def _remember(self, readings: list[Reading]) -> None:
-        """Add just-committed readings (ids up to ``_last_id``) to the tail cache."""
-        if self._tail_first + len(self._tail) != self._last_id - len(readings) + 1:
+    def _remember(self, first_id: int, items: list[Item], lengths: list[int]) -> None:
+        """Add just-committed items (value ids first_id .. ``_last_id``) to the tail cache."""
+        if not self._tail.add(first_id, items, lengths):
             # Not contiguous: a bug. Serve everything from SQLite rather than risk a wrong answer.
             log.error("buffer %s: in-memory tail out of step; reading from the file instead", self.path)
-            self._tail = []
-            self._tail_first = self._last_id + 1
-            return
-        self._tail.extend(readings)
-        excess = len(self._tail) - self.tail_max
-        if excess > 0:
-            del self._tail[:excess]
-            self._tail_first += excess
 
     # -- append ----------------------------------------------------------
 
@@ -313,12 +371,10 @@ class DurableBuffer:
         """Store a batch in one transaction, applying the overflow policy. Counts are in values."""
         if not items:
             return AppendResult(0, 0, 0)
-        # FOUNDATION: frames are stored value by value until frame rows land.
-        readings: Sequence[Reading] = as_readings(items) if any(type(i) is Frame for i in items) else items  # type: ignore[assignment]
         budget = self._disk.budget(self.max_bytes, self._bytes)
         first_try = True
         try:
-            result = self._append(readings, budget)
+            result = self._append(items, budget)
         except sqlite3.Error as exc:
             first_try = False
             if not is_disk_full(exc):
@@ -326,27 +382,51 @@ class DurableBuffer:
             cap = self._disk.full(self._bytes, self.overflow)
             self._disk.free(self._conn)
             try:
-                result = self._append(readings, cap)
+                result = self._append(items, cap)
             except sqlite3.Error as again:
                 if not is_disk_full(again):
                     raise DurableBufferError(self.path, f"append failed: {again}") from again
                 # Nothing could be freed to make room: the batch is what is lost.
+                lost = count_values(items)
                 self._disk.events += 1
-                self._counters["dropped_newest"] += len(readings)
+                self._counters["dropped_newest"] += lost
                 self._state_dirty = True  # persisted by the next transaction that commits
-                self._note_overflow(len(readings))
-                return AppendResult(0, len(readings), 0)
+                self._note_overflow(lost)
+                return AppendResult(0, lost, 0)
         self._disk.committed(self._bytes, self.max_bytes, first_try=first_try)
         return result
 
-    def _append(self, readings: Sequence[Reading], budget: int) -> AppendResult:
+    def _frame_row(self, frame: Frame) -> tuple[Row, Frame]:
+        """The row of a frame (its id still 0) and the frame as take() will return it."""
+        series = self._series
+        tags = frame.tags
+        key = (frame.site, frame.gateway, frame.device, "", "", series.tags_text(tags) if tags else "")
+        sid, size = series.by_key.get(key) or series.lookup(key)
+        layout, layout_size = self._layouts.lookup(frame.fields)
+        payload, payload_format, values_size, values = encode_frame_values(frame.values)
+        if values is not frame.values:  # subclasses (IntEnum...) are stored as their base type:
+            frame = dataclasses.replace(frame, values=values)  # the tail must return what the file does
+        size += ROW_OVERHEAD + layout_size + values_size
+        quality = encode_qualities(frame.qualities)
+        return (0, sid, frame.ts_ns, payload, frame_kind(layout, payload_format), quality, size), frame
+
+    def _append(self, items: Sequence[Item], budget: int) -> AppendResult:
         series = self._series
         by_key = series.by_key
-        rows: list[tuple[int, int, SqlValue, int, int, int]] = []
-        sizes: list[int] = []
-        cached: list[Reading] = []  # the readings as take() would return them
+        rows: list[Row] = []
+        lengths: list[int] = []  # values per row
+        cached: list[Item] = []  # the items as take() would return them
         with self._transaction() as conn:
-            for r in readings:
+            for item in items:
+                if isinstance(item, Frame):
+                    if not item.values:
+                        continue  # holds no value: nothing to store or count
+                    row, frame = self._frame_row(item)
+                    rows.append(row)
+                    lengths.append(len(frame.values))
+                    cached.append(frame)
+                    continue
+                r = item
                 tags = r.tags
                 key = (r.site, r.gateway, r.device, r.quantity, r.unit, series.tags_text(tags) if tags else "")
                 sid, size = by_key.get(key) or series.lookup(key)
@@ -362,13 +442,13 @@ class DurableBuffer:
                     decoded = decode_value(value, code)
                     if type(decoded) is not type(r.value):  # e.g. an IntEnum comes back as an int
                         r = r.with_changes(value=decoded)
-                rows.append((sid, r.ts_ns, value, code, int(r.quality), size))
-                sizes.append(size)
+                rows.append((0, sid, r.ts_ns, value, code, int(r.quality), size))
+                lengths.append(1)
                 cached.append(r)
             dropped_newest = dropped_oldest = 0
+            sizes = [row[6] for row in rows]
             incoming = sum(sizes)
-            through: int | None = None
-            deleted = (0, 0)
+            deleted = _NOTHING
             in_flight: tuple[int, int] | None = None
             if self._bytes + incoming > budget:
                 if self.overflow == "drop_newest":
@@ -376,22 +456,24 @@ class DurableBuffer:
                     while keep < len(sizes) and sizes[keep] <= room:
                         room -= sizes[keep]
                         keep += 1
-                    dropped_newest = len(rows) - keep
-                    del rows[keep:]
-                    del cached[keep:]
+                    dropped_newest = sum(lengths[keep:])
+                    del rows[keep:], cached[keep:], lengths[keep:]
                 else:
                     skip = 0
-                    while incoming > budget:  # the batch alone does not fit: lose its oldest too
+                    while incoming > budget:  # the batch alone does not fit: lose its oldest items too
                         incoming -= sizes[skip]
                         skip += 1
-                    dropped_oldest = skip
-                    del rows[:skip]
-                    del cached[:skip]
+                    dropped_oldest = sum(lengths[:skip])
+                    del rows[:skip], cached[:skip], lengths[:skip]
                     through = self._oldest_to_free(conn, self._bytes + incoming - budget)
                     if through is not None:
                         deleted = self._delete_through(conn, through)
                         in_flight = self._in_flight_through(through)
-                        dropped_oldest += deleted[0] - (in_flight[1] - in_flight[0] + 1 if in_flight else 0)
+                        dropped_oldest += (
+                            deleted.values
+                            - self._acked_by_all(through)
+                            - (in_flight[1] - in_flight[0] + 1 if in_flight else 0)
+                        )
             counters = self._counters
             if dropped_newest or dropped_oldest or in_flight:
                 counters = {**counters}
@@ -400,19 +482,24 @@ class DurableBuffer:
                 if in_flight:
                     counters["dropped_in_flight"] += in_flight[1] - in_flight[0] + 1
                 self._write_counters(conn, counters)
+            # Ids are per value: a row's id is its last value's.
+            first_new = end = self._last_id
+            for i, n in enumerate(lengths):
+                end += n
+                rows[i] = (end, *rows[i][1:])
             insert_rows(conn, _INSERT_HEAD, rows)
         # Committed: now the in-memory state may follow. An empty buffer has
         # first_id == last_id + 1, which is the first new id: no special case.
         self._counters = counters
         if in_flight:
             self._in_flight.append(in_flight)
-        self._forget(through, deleted)
-        self._bytes += sum(row[5] for row in rows)
-        self._last_id += len(rows)
+        self._forget(deleted)
+        self._bytes += sum(row[6] for row in rows)
+        self._last_id = end
         if cached:
-            self._remember(cached)
+            self._remember(first_new + 1, cached, lengths)
         self._note_overflow(dropped_newest + dropped_oldest)
-        return AppendResult(len(rows), dropped_newest, dropped_oldest)
+        return AppendResult(end - first_new, dropped_newest, dropped_oldest)
 
     def _oldest_to_free(self, conn: sqlite3.Connection, need: int) -> int | None:
         """The id through which the oldest rows add up to ``need`` bytes (None if need <= 0)."""
@@ -490,76 +577,67 @@ class DurableBuffer:
 
     # -- take / ack ------------------------------------------------------
 
-    def take(self, sink: str, limit: int, after_id: int | None = None) -> list[BufferedReading]:
-        """Up to ``limit`` unacked readings of ``sink`` in id order, after max(cursor, after_id)."""
+    def _start(self, sink: str, after_id: int | None) -> int:
         start = self._cursor(sink)
         if after_id is not None and after_id > start:
-            start = after_id
-        else:
-            self._taken_to[sink] = start  # read from the cursor: whatever the caller held is dropped
+            return after_id
+        self._taken_to[sink] = start  # read from the cursor: whatever the caller held is dropped
+        return start
+
+    def take(self, sink: str, limit: int, after_id: int | None = None) -> list[BufferedReading]:
+        """Up to ``limit`` unacked values of ``sink`` in id order, after max(cursor, after_id), one
+        BufferedReading each (frames are expanded)."""
+        start = self._start(sink, after_id)
         if limit <= 0 or start >= self._last_id:
             return []
-        if self._tail and start >= self._tail_first - 1:
-            first = start + 1
-            chunk = self._tail[first - self._tail_first : first - self._tail_first + limit]
-            if chunk:
-                self._taken_to[sink] = max(self._taken_to.get(sink, start), first + len(chunk) - 1)
-            return list(map(BufferedReading, range(first, first + len(chunk)), chunk))
-        fields = self._series.fields
-        out: list[BufferedReading] = []
-        append = out.append
-        for row_id, sid, ts_ns, value, kind, quality in self._conn.execute(_SELECT, (start, limit)):
-            site, gateway, device, quantity, unit, tags = fields(sid)
-            if kind:
-                value = decode_value(value, kind)
-            append(
-                BufferedReading(
-                    row_id, make_reading(ts_ns, site, gateway, device, quantity, value, unit, tags, quality_of(quality))
-                )
-            )
+        if self._tail.covers(start):
+            out = readings_from(self._tail.after(start), start, limit)
+        else:
+            with contextlib.closing(self._rows_after(start, limit)) as rows:
+                out = readings_from(rows, start, limit)
         if out:
             self._taken_to[sink] = max(self._taken_to.get(sink, start), out[-1].id)
         return out
 
     def take_frames(self, sink: str, limit: int, after_id: int | None = None) -> list[BufferedFrame]:
-        """Up to ``limit`` unacked values of ``sink`` as frames, in id order (see ``take``)."""
-        # FOUNDATION: regrouped from readings until frame rows land.
-        out: list[BufferedFrame] = []
-        run: list[BufferedReading] = []
-
-        def flush() -> None:
-            if run:
-                first = run[0].reading
-                quals = tuple(b.reading.quality for b in run)
-                frame = Frame(
-                    first.ts_ns,
-                    first.site,
-                    first.gateway,
-                    first.device,
-                    FrameFields.of([b.reading.quantity for b in run], [b.reading.unit for b in run]),
-                    tuple(b.reading.value for b in run),
-                    first.tags,
-                    None if all(q is Quality.GOOD for q in quals) else quals,
-                )
-                out.append(BufferedFrame(run[0].id, frame))
-                run.clear()
-
-        for item in self.take(sink, limit, after_id):
-            if run:
-                head = run[0].reading
-                r = item.reading
-                if not (
-                    item.id == run[-1].id + 1
-                    and r.ts_ns == head.ts_ns
-                    and r.device == head.device
-                    and r.site == head.site
-                    and r.gateway == head.gateway
-                    and r.tags == head.tags
-                ):
-                    flush()
-            run.append(item)
-        flush()
+        """The unacked values of ``sink`` after max(cursor, after_id) as frames, in id order: whole
+        stored frames (the first one cut at the cursor if it sits inside it) up to ``limit``
+        values, but always at least one; consecutive readings of one device, timestamp and
+        tag set are grouped into one frame."""
+        start = self._start(sink, after_id)
+        if limit <= 0 or start >= self._last_id:
+            return []
+        if self._tail.covers(start):
+            out = frames_from(self._tail.after(start), start, limit)
+        else:
+            with contextlib.closing(self._rows_after(start, limit)) as rows:
+                out = frames_from(rows, start, limit)
+        if out:
+            self._taken_to[sink] = max(self._taken_to.get(sink, start), out[-1].last_id)
         return out
+
+    def _rows_after(self, start: int, rows: int) -> Generator[StoredItem, None, None]:
+        """Up to ``rows`` stored items from the one holding value ``start + 1``, decoded lazily
+        (the caller stops reading once it has enough values)."""
+        series, layouts = self._series.fields, self._layouts.fields
+        cur = self._conn.execute(_SELECT, (start, rows))
+        try:
+            for row_id, sid, ts_ns, value, kind, quality in cur:
+                site, gateway, device, quantity, unit, tags = series(sid)
+                if kind < FRAME_KIND_MIN:
+                    if kind:
+                        value = decode_value(value, kind)
+                    yield (
+                        row_id,
+                        make_reading(ts_ns, site, gateway, device, quantity, value, unit, tags, quality_of(quality)),
+                    )
+                else:
+                    fields = layouts(frame_layout(kind))
+                    values = decode_frame_values(value, kind)
+                    frame = Frame(ts_ns, site, gateway, device, fields, values, tags, decode_qualities(quality))
+                    yield row_id - len(values) + 1, frame
+        finally:
+            cur.close()
 
     def ack(self, sink: str, up_to_id: int, first_id: int | None = None) -> int:
         """Advance the sink's cursor (never backwards); delete what every sink has acked.
@@ -575,7 +653,7 @@ class DurableBuffer:
             return 0
         cursors = {**self._cursors, sink: target}
         collect = self._collectable(cursors)
-        deleted = (0, 0)
+        deleted = _NOTHING
         counters = self._settle_in_flight(current + 1 if first_id is None else first_id, target)
         lost = counters["dropped_oldest"] - self._counters["dropped_oldest"]
         try:
@@ -603,7 +681,7 @@ class DurableBuffer:
         self._cursors = cursors
         self._counters = counters
         self._forget_in_flight(target)
-        self._forget(collect, deleted)
+        self._forget(deleted)
         if self._overflowing and self._bytes < self.max_bytes * _OVERFLOW_CLEAR:
             self._overflowing = False
             log.warning("buffer %s: below its size limit again (%d bytes)", self.path, self._bytes)
@@ -618,7 +696,9 @@ class DurableBuffer:
         WAL each, and the pages they free are reused by the next appends.
         """
         while self._first_id <= through:
-            step = min(through, self._first_id + _COLLECT_STEP - 1)
+            step = self._collect_step(through)
+            if step is None:
+                return  # only a partly acked frame is left below ``through``
             try:
                 with self._transaction(durable=False) as conn:  # also writes the cursors held in memory
                     deleted = self._delete_through(conn, step)
@@ -626,9 +706,22 @@ class DurableBuffer:
                 if not is_disk_full(exc):
                     raise DurableBufferError(self.path, f"ack failed: {exc}") from exc
                 return  # the next ack tries again
-            self._forget(step, deleted)
+            self._forget(deleted)
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _collect_step(self, through: int) -> int | None:
+        """The last value id of the next step of whole rows to delete (at least one row)."""
+        step, total = None, 0
+        rows = self._conn.execute(
+            "SELECT id, size FROM readings WHERE id <= ? ORDER BY id LIMIT ?", (through, _COLLECT_STEP)
+        )
+        for row_id, size in rows:
+            if step is not None and total + size > _COLLECT_STEP_BYTES:
+                break
+            step, total = row_id, total + size
+        rows.close()
+        return step
 
     # -- dead letters ----------------------------------------------------
 
@@ -688,7 +781,8 @@ class DurableBuffer:
     # -- stats / close ---------------------------------------------------
 
     def _ts_of(self, row_id: int) -> int | None:
-        row = self._conn.execute("SELECT ts_ns FROM readings WHERE id = ?", (row_id,)).fetchone()
+        # The row holding value ``row_id``: the first whose last value id is >= it.
+        row = self._conn.execute("SELECT ts_ns FROM readings WHERE id >= ? ORDER BY id LIMIT 1", (row_id,)).fetchone()
         return row[0] if row else None
 
     def stats(self) -> BufferStats:

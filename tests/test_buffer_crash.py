@@ -1,5 +1,5 @@
-"""kill -9 at random moments: committed readings are neither lost nor corrupted,
-and replay after restart is in order."""
+"""kill -9 at random moments: committed readings and frames are neither lost nor
+corrupted, and replay after restart is in order."""
 
 from __future__ import annotations
 
@@ -17,30 +17,40 @@ import pytest
 from gateway.buffer import DurableBuffer
 
 BATCH = 200
+WIDTH = 10  # values per frame in the batches made of frames
 
 # The writer: appends numbered batches forever (value == buffer id - 1, so a
-# hole or a duplicate anywhere shows), prints each batch number once its
-# append has returned (committed), and acks like a real dispatcher: "fast"
-# acks everything, "slow" stays ~5 batches behind, so rows are deleted too.
+# hole or a duplicate anywhere shows), even batches as frames of WIDTH values
+# (one row each; ts_ns of the frame's first value), odd ones as readings;
+# prints each batch number once its append has returned (committed), and acks
+# like a real dispatcher: "fast" takes frames and acks everything, "slow" stays
+# ~5 batches behind, so rows are deleted too.
 WRITER = """
 import sys
 from pathlib import Path
 from gateway.buffer import DurableBuffer
+from gateway.frame import Frame, FrameFields
 from gateway.model import Reading
 
-path, batch_no, size, sync = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+path, batch_no, size, sync, width = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+fields = FrameFields.of(["sequence"] * width, ["count"] * width)
 buf = DurableBuffer(path, sync=sync)
 buf.set_sinks(["fast", "slow"])
 while True:
     base = batch_no * size
-    buf.append([
-        Reading(base + i, "site", "gw", "dev", "sequence", base + i, "count", {"batch": str(batch_no)})
-        for i in range(size)
-    ])
+    tags = {"batch": str(batch_no)}
+    if batch_no % 2 == 0:
+        batch = [
+            Frame(base + i, "site", "gw", "dev", fields, tuple(range(base + i, base + i + width)), tags)
+            for i in range(0, size, width)
+        ]
+    else:
+        batch = [Reading(base + i, "site", "gw", "dev", "sequence", base + i, "count", tags) for i in range(size)]
+    buf.append(batch)
     print(batch_no, flush=True)
-    items = buf.take("fast", 10 * size)
-    if items:
-        buf.ack("fast", items[-1].id)
+    frames = buf.take_frames("fast", 10 * size)
+    if frames:
+        buf.ack("fast", frames[-1].last_id)
     if buf.stats().sinks["slow"].pending > 5 * size:
         buf.ack("slow", buf.take("slow", size)[-1].id)
     batch_no += 1
@@ -58,9 +68,11 @@ def check_buffer(path: Path, last_reported: int) -> int:
             ids = [item.id for item in items]
             assert ids == list(range(acked + 1, acked + 1 + len(items))), f"{sink}: hole or duplicate"
             for item in items:
-                r = item.reading
-                assert r.value == item.id - 1 and r.ts_ns == item.id - 1, f"{sink}: reading {item.id} corrupted"
-                assert r.tags["batch"] == str((item.id - 1) // BATCH)
+                r, value = item.reading, item.id - 1
+                batch_no = value // BATCH
+                ts = value - value % WIDTH if batch_no % 2 == 0 else value  # a frame's values share its ts
+                assert r.value == value and r.ts_ns == ts, f"{sink}: reading {item.id} corrupted"
+                assert r.tags["batch"] == str(batch_no)
             last_value = max(last_value, ids[-1] - 1 if ids else acked - 1)
         assert stats.readings == stats.sinks["slow"].pending  # fast is ahead; all below slow's cursor is gone
     assert (last_value + 1) % BATCH == 0, "a batch was committed in part"
@@ -86,7 +98,7 @@ def test_sigkill_at_random_moments_loses_no_committed_batch(tmp_path: Path) -> N
     for round_no in range(6):
         sync = ("full", "normal")[round_no % 2]
         proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path), str(next_batch), str(BATCH), sync],
+            [sys.executable, "-c", WRITER, str(path), str(next_batch), str(BATCH), sync, str(WIDTH)],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -100,3 +100,48 @@ def test_the_buffer_opens_and_drains_on_a_full_disk(small_fs: Path, caplog: pyte
     with DurableBuffer(path, sync="normal") as again:  # the drained state was committed
         assert again.stats().readings == 200
         assert set(again.stats().sinks) == {"a", "b"}
+
+
+_FILL_WITH_FRAMES_AND_DIE = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from gateway.buffer import DurableBuffer
+    from gateway.frame import Frame, FrameFields
+    buf = DurableBuffer(Path(sys.argv[1]), sync="normal")
+    buf.set_sinks(["a"])
+    fields = FrameFields.of([f"r{i}" for i in range(50)], ["count"] * 50)
+    for n in range(0, 400_000, 1000):
+        buf.append([Frame(1_700_000_000_000_000_000 + i, "s", "g", "d", fields, tuple(range(i, i + 50)))
+                    for i in range(n, n + 1000, 50)])
+    os._exit(0)  # as kill -9: no close, no checkpoint
+    """
+)
+
+
+def test_frames_fill_a_full_disk_and_drain_whole_rows(small_fs: Path) -> None:
+    path = small_fs / "buffer.sqlite"
+    subprocess.run([sys.executable, "-c", _FILL_WITH_FRAMES_AND_DIE, str(path)], check=True, timeout=300)
+    assert os.statvfs(small_fs).f_bavail * os.statvfs(small_fs).f_frsize < 2 * 1024**2 // 16  # full
+    with DurableBuffer(path, sync="normal") as buf:
+        stats = buf.stats()
+        backlog = stats.readings
+        assert backlog > 50_000 and stats.dropped_oldest_total > 0
+        assert buf.set_sinks(["a", "b"]) == []
+        got = buf.take_frames("a", 10**6)
+        first = got[0].id
+        assert sum(len(b.frame) for b in got) == backlog
+        for b in got:  # whole frames, intact
+            start = b.frame.ts_ns - 1_700_000_000_000_000_000
+            assert b.frame.values == tuple(range(start, start + 50)) and b.id == start + 1
+        buf.ack("a", got[-1].last_id)
+        middle = first + backlog // 2 + 17  # inside a frame
+        buf.ack("b", middle)
+        stats = buf.stats()
+        assert stats.sinks["b"].pending == first + backlog - 1 - middle
+        assert 0 < stats.readings - stats.sinks["b"].pending < 50  # the acked front of one frame stays
+        assert [b.id for b in buf.take("b", 2)] == [middle + 1, middle + 2]
+        buf.ack("b", got[-1].last_id)
+        assert buf.stats().readings == 0
+    with DurableBuffer(path, sync="normal") as again:
+        assert again.stats().readings == 0
