@@ -140,7 +140,7 @@ class InfluxDBSink(Sink):
             **kwargs,
         )
         # The write service under the library's WriteApiAsync, which takes no Content-Encoding.
-        self._writes = WriteService(self._client.api_client)
+        self._writes = WriteService(self._client.api_client)  # type: ignore[no-untyped-call]
 
     async def send(self, batch: Sequence[Reading]) -> SendResult:
         if not batch:
@@ -166,12 +166,12 @@ class InfluxDBSink(Sink):
             await self.open()
         assert self._writes is not None
         cfg = self.cfg
-        headers: dict[str, str] = {}
+        encoding: dict[str, str] = {}  # the Content-Encoding header, as the service names it
         if cfg.gzip:
             body = gzip.compress(body, compresslevel=cfg.gzip_level)
-            headers["content_encoding"] = "gzip"
+            encoding["content_encoding"] = "gzip"
         try:
-            await self._writes.post_write_async(
+            await self._writes.post_write_async(  # type: ignore[no-untyped-call]
                 org=cfg.org,
                 bucket=cfg.bucket,
                 body=body,
@@ -179,7 +179,7 @@ class InfluxDBSink(Sink):
                 content_type="text/plain; charset=utf-8",
                 async_req=False,
                 _return_http_data_only=False,
-                **headers,
+                **encoding,
             )
         except ApiException as exc:
             if not exc.status:  # raised by the client before any answer
