@@ -11,8 +11,8 @@ one ``template % args`` in C (0.5-1 us per value, most of it ``repr`` of the
 float: the exact shortest text both formats carry).
 
 Only the common case takes that road: every value a plain ``float`` or ``int``
-(and ``bool`` for line protocol, which writes it as 1.0/0.0), finite, and
-every quality GOOD. Anything else (strings, NaN, qualities, an unusable name)
+(and ``bool`` for line protocol, which writes it as 1.0/0.0) and finite.
+Anything else (strings, NaN, an unusable name)
 goes through the per-reading encoder, which gives the same bytes and raises
 the same ``EncodingError`` naming the reading, so the dispatcher's bisection
 still finds the one bad value.
@@ -35,17 +35,19 @@ from gateway.encoding import (
     senml_safe,
 )
 from gateway.frame import Frame, FrameFields
-from gateway.model import Reading
+from gateway.model import Quality, Reading
 from gateway.tags import TagsCache
 
-_SENML_MEMO: Final = "senml"  # FrameFields.memo keys
-_SENML_TAGGED_MEMO: Final = "senml_tagged"
+_SENML_MEMO: Final = "senml"  # FrameFields.memo keys (prefixes)
 _LP_MEMO: Final = "line_protocol"
 _LP_INVALID: Final = ""  # memo value of a layout line protocol cannot express
 _CACHE_MAX: Final = 10_000  # distinct devices remembered before starting again
 
 _SENML_NUMBERS: Final = frozenset({float, int})  # bool is not: it is "vb":true, not "v":True
 _LP_NUMBERS: Final = frozenset({float, int, bool})  # all written as float("value=1.0")
+# What a quality adds after the value (nothing for GOOD), as the per-reading encoders write it.
+_SENML_QUALITY: Final = {q: f',"quality":{int(q)}' if q else "" for q in Quality}
+_LP_QUALITY: Final = {q: f",quality={int(q)}i" if q else "" for q in Quality}
 
 
 def _all_finite(values: Sequence[float | int]) -> bool:
@@ -59,8 +61,6 @@ def _all_finite(values: Sequence[float | int]) -> bool:
 
 def _value_kinds(frame: Frame, allowed: frozenset[type]) -> set[type] | None:
     """The types of the frame's values if it can take the template road, else None."""
-    if frame.qualities is not None:
-        return None
     kinds = set(map(type, frame.values))
     return kinds if kinds <= allowed and _all_finite(frame.values) else None  # type: ignore[arg-type]
 
@@ -69,24 +69,36 @@ def _percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def _interleave(n: int, row: tuple[object, ...], columns: Mapping[int, Iterable[object]]) -> tuple[object, ...]:
+    """The arguments of a template repeating ``row`` ``n`` times, column ``i`` taken from ``columns[i]``."""
+    args = list(row) * n
+    width = len(row)
+    for i, column in columns.items():
+        args[i::width] = column
+    return tuple(args)
+
+
 # --- SenML --------------------------------------------------------------------------------------
 
 
-def _senml_template(fields: FrameFields, tagged: bool) -> str:
-    """The records of a layout without their leading '{', with a '%s' name suffix if ``tagged``.
+def _senml_template(fields: FrameFields, tagged: bool, graded: bool) -> str:
+    """The records of a layout without their leading '{': a '%s' name suffix if ``tagged``, a '%s'
+    quality after the value if ``graded`` (the frame has qualities).
 
     ``"n":"temperature","u":"Cel","v":%r},{"n":...`` is what ``dumps_compact``
     writes for these records: compact separators, ``ensure_ascii=False``. Built
     on first use: a layout's frames usually all have tags, or none.
     """
-    key = _SENML_TAGGED_MEMO if tagged else _SENML_MEMO
+    key = f"{_SENML_MEMO}:{tagged:d}{graded:d}"
     hit: str | None = fields.memo.get(key)
     if hit is None:
         suffix = "%s" if tagged else ""
+        quality = "%s" if graded else ""
         records = []
         for quantity, unit in zip(fields.quantities, fields.units, strict=True):
             name = _percent(senml_safe(quantity))  # [A-Za-z0-9-./_] only: nothing to escape in JSON
-            records.append(f'"n":"{name}{suffix}","u":{_percent(json.dumps(unit, ensure_ascii=False))},"v":%r}}')
+            unit_json = _percent(json.dumps(unit, ensure_ascii=False))
+            records.append(f'"n":"{name}{suffix}","u":{unit_json},"v":%r{quality}}}')
         hit = fields.memo[key] = ",{".join(records)
     return hit
 
@@ -137,35 +149,43 @@ class SenMLFrameEncoder:
     def _records(self, frame: Frame) -> str:
         values = frame.values
         suffix = self._suffix(frame.tags)
+        qualities = frame.qualities
+        template = _senml_template(frame.fields, bool(suffix), qualities is not None)
+        if not suffix and qualities is None:
+            return template % (values if type(values) is tuple else tuple(values))
+        if qualities is None:
+            return template % _interleave(len(values), (suffix, None), {1: values})
+        grades = map(_SENML_QUALITY.__getitem__, qualities)
         if not suffix:
-            return _senml_template(frame.fields, False) % (values if type(values) is tuple else tuple(values))
-        args: list[object] = [suffix, None] * len(values)
-        args[1::2] = values
-        return _senml_template(frame.fields, True) % tuple(args)
+            return template % _interleave(len(values), (None, None), {0: values, 1: grades})
+        return template % _interleave(len(values), (suffix, None, None), {1: values, 2: grades})
 
 
 # --- line protocol ------------------------------------------------------------------------------
 
 
-def _lp_template(fields: FrameFields) -> str:
+def _lp_template(fields: FrameFields, graded: bool) -> str:
     """Lines of a layout: ``measurement%s,unit=U%s value=%r %s`` per position ('' if one cannot be written).
 
-    The two ``%s`` take the frame's tags that sort before and after ``unit``
-    (the keys are sorted as the per-reading encoder sorts them), the last one
-    its timestamp.
+    The first two ``%s`` take the frame's tags that sort before and after
+    ``unit`` (the keys are sorted as the per-reading encoder sorts them), the
+    last one its timestamp; if ``graded`` another ``%s`` after the value takes
+    its quality.
     """
-    hit: str | None = fields.memo.get(_LP_MEMO)
+    key = f"{_LP_MEMO}:{graded:d}"
+    hit: str | None = fields.memo.get(key)
     if hit is None:
+        quality = "%s" if graded else ""
         lines = []
         try:
             for quantity, unit in zip(fields.quantities, fields.units, strict=True):
                 measurement = escape_measurement(quantity)
                 unit_tag = f",unit={escape_tag(unit)}" if unit else ""  # an empty tag value is not written
-                lines.append(f"{_percent(measurement)}%s{_percent(unit_tag)}%s value=%r %s")
+                lines.append(f"{_percent(measurement)}%s{_percent(unit_tag)}%s value=%r{quality} %s")
             hit = "\n".join(lines)
         except ValueError:
             hit = _LP_INVALID
-        fields.memo[_LP_MEMO] = hit
+        fields.memo[key] = hit
     return hit
 
 
@@ -207,16 +227,21 @@ class FrameLineProtocolEncoder(LineProtocolEncoder):
             values = frame.values
             if not values:
                 continue
-            template = _lp_template(frame.fields)
+            qualities = frame.qualities
+            template = _lp_template(frame.fields, qualities is not None)
             split = self._tag_text(frame) if template else None
             kinds = _value_kinds(frame, _LP_NUMBERS) if split is not None else None
             if split is None or kinds is None:
                 append("\n".join(self.lines(frame.readings())))  # raises EncodingError naming the reading
                 continue
             before, after = split
-            args: list[object] = [before, after, None, str(frame.ts_ns)] * len(values)
-            args[2::4] = values if kinds == {float} else list(map(float, values))
-            append(template % tuple(args))
+            floats = values if kinds == {float} else list(map(float, values))
+            if qualities is None:
+                args = _interleave(len(values), (before, after, None, str(frame.ts_ns)), {2: floats})
+            else:
+                grades = map(_LP_QUALITY.__getitem__, qualities)
+                args = _interleave(len(values), (before, after, None, None, str(frame.ts_ns)), {2: floats, 3: grades})
+            append(template % args)
         return out
 
     def encode_frames(self, frames: Iterable[Frame]) -> bytes:

@@ -97,8 +97,8 @@ def frames(draw: st.DrawFn) -> list[Frame]:
         # Half of the frames are plain numbers (the template road), half anything (mostly the per-reading road).
         plain = draw(st.booleans())
         values = tuple(draw(st.lists(_numbers if plain else _values, min_size=n, max_size=n)))
-        qualities = None if plain else draw(st.none() | st.lists(st.sampled_from(list(Quality)), min_size=n,
-                                                                     max_size=n).map(tuple))  # fmt: skip
+        grades = st.lists(st.sampled_from(list(Quality)), min_size=n, max_size=n).map(tuple)
+        qualities = draw(st.none() | grades)
         tags = MappingProxyType(draw(st.dictionaries(_tag_keys, _names, max_size=3)))
         device = draw(st.sampled_from(["d1", "d 2", "d%3"]))
         ts = T0 + draw(st.integers(0, 2))
