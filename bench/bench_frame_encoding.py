@@ -31,6 +31,14 @@ def make_frames(devices: int, width: int) -> list[Frame]:
     ]  # fmt: skip
 
 
+def make_split_frames(devices: int, width: int) -> list[Frame]:
+    """The same poll with a tag per register (as bench_load.py's profile has): one frame per value."""
+    fields = FrameFields.of(["temperature"], ["Cel"])
+    tags = [MappingProxyType({"ch": f"c{i:03d}"}) for i in range(width)]
+    return [Frame(T0, "city-lab", "gw-01", f"meter-{d:03d}", fields, ((d * 7 + i * 37) % 2500 * 0.1,), tags[i])
+            for d in range(devices) for i in range(width)]  # fmt: skip
+
+
 def best_us_per_value(fn: Callable[[], object], values: int, repeat: int) -> float:
     fn()  # warm caches (templates, prefixes), as a running sink has them
     best = float("inf")
@@ -48,10 +56,12 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{'encoding':<20} {'width':>5} {'per reading':>12} {'per frame':>10}  (us CPU per value)")
     for width in (100, 500):
-        report(make_frames(args.devices, width), width, args.repeat)
+        report(make_frames(args.devices, width), f"{width}", args.repeat)
+    print("A tag per register: the poll is one frame per value (still one SenML pack per device)")
+    report(make_split_frames(args.devices, 100), "1x100", args.repeat)
 
 
-def report(frames: list[Frame], width: int, repeat: int) -> None:
+def report(frames: list[Frame], width: str, repeat: int) -> None:
     readings: list[Reading] = as_readings(frames)
     n = len(readings)
     senml = SenMLFrameEncoder()

@@ -21,7 +21,8 @@ still finds the one bad value.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from gateway.encoding import (
@@ -38,31 +39,32 @@ from gateway.frame import Frame, FrameFields
 from gateway.model import Quality, Reading
 from gateway.tags import TagsCache
 
-_SENML_MEMO: Final = "senml"  # FrameFields.memo keys (prefixes)
-_LP_MEMO: Final = "line_protocol"
+# FrameFields.memo keys, per template variant: (tagged, graded) and graded.
+_SENML_MEMO: Final = {(t, g): f"senml:{t:d}{g:d}" for t in (False, True) for g in (False, True)}
+_LP_MEMO: Final = {False: "line_protocol", True: "line_protocol:graded"}
 _LP_INVALID: Final = ""  # memo value of a layout line protocol cannot express
 _CACHE_MAX: Final = 10_000  # distinct devices remembered before starting again
 
 _SENML_NUMBERS: Final = frozenset({float, int})  # bool is not: it is "vb":true, not "v":True
 _LP_NUMBERS: Final = frozenset({float, int, bool})  # all written as float("value=1.0")
+_FLOAT: Final = frozenset({float})
 # What a quality adds after the value (nothing for GOOD), as the per-reading encoders write it.
 _SENML_QUALITY: Final = {q: f',"quality":{int(q)}' if q else "" for q in Quality}
 _LP_QUALITY: Final = {q: f",quality={int(q)}i" if q else "" for q in Quality}
 
 
-def _all_finite(values: Sequence[float | int]) -> bool:
-    """True if no value is NaN or infinite (their sum would not be finite)."""
-    try:
-        total = sum(values)
-    except OverflowError:  # an int too large for a float: let the per-reading path decide
-        return False
-    return total - total == 0  # NaN or infinity give NaN; a finite sum that overflowed takes the slow path
-
-
 def _value_kinds(frame: Frame, allowed: frozenset[type]) -> set[type] | None:
     """The types of the frame's values if it can take the template road, else None."""
-    kinds = set(map(type, frame.values))
-    return kinds if kinds <= allowed and _all_finite(frame.values) else None  # type: ignore[arg-type]
+    values = frame.values
+    kinds = set(map(type, values))
+    if not kinds <= allowed:
+        return None
+    try:
+        total = sum(values)  # type: ignore[arg-type]  # numbers only, checked above
+    except OverflowError:  # an int too large for a float: the per-reading road decides
+        return None
+    # NaN or infinity make the sum NaN; so can a finite overflow, which then takes the per-reading road.
+    return kinds if total - total == 0 else None
 
 
 def _percent(text: str) -> str:
@@ -89,7 +91,7 @@ def _senml_template(fields: FrameFields, tagged: bool, graded: bool) -> str:
     writes for these records: compact separators, ``ensure_ascii=False``. Built
     on first use: a layout's frames usually all have tags, or none.
     """
-    key = f"{_SENML_MEMO}:{tagged:d}{graded:d}"
+    key = _SENML_MEMO[tagged, graded]
     hit: str | None = fields.memo.get(key)
     if hit is None:
         suffix = "%s" if tagged else ""
@@ -114,6 +116,7 @@ class SenMLFrameEncoder:
     def __init__(self) -> None:
         self._base_names: dict[tuple[str, str, str], str] = {}
         self._suffix = TagsCache(_senml_suffix, "")
+        self._singles: dict[tuple[int, int], tuple[FrameFields, Mapping[str, str], str]] = {}
 
     def packs(self, frames: Iterable[Frame]) -> list[tuple[Frame, bytes]]:
         """(first frame, payload) per pack, in first-seen order; EncodingError for an unrepresentable value."""
@@ -129,12 +132,15 @@ class SenMLFrameEncoder:
         return [(group[0], self._pack(group)) for group in groups.values()]
 
     def _pack(self, group: list[Frame]) -> bytes:
-        if any(_value_kinds(f, _SENML_NUMBERS) is None for f in group):
-            readings: list[Reading] = [r for f in group for r in f.readings()]
-            return dumps_compact(senml_pack(readings))
+        parts = []
+        for frame in group:
+            records = self._records(frame)
+            if records is None:
+                readings: list[Reading] = [r for f in group for r in f.readings()]
+                return dumps_compact(senml_pack(readings))  # raises EncodingError naming the reading
+            parts.append(records)
         first = group[0]
-        records = ",{".join(self._records(f) for f in group)
-        return f"[{{{self._base(first)}{first.ts_ns / 1e9!r},{records}]".encode()
+        return f"[{{{self._base(first)}{first.ts_ns / 1e9!r},{',{'.join(parts)}]".encode()
 
     def _base(self, frame: Frame) -> str:
         key = (frame.site, frame.gateway, frame.device)
@@ -146,10 +152,31 @@ class SenMLFrameEncoder:
             base = self._base_names[key] = f'"bn":{bn},"bt":'
         return base
 
-    def _records(self, frame: Frame) -> str:
+    def _single_record(self, frame: Frame) -> str:
+        """``"n":"name","u":"unit","v":`` of a one-value frame (its layout and tags held by the entry)."""
+        fields, tags = frame.fields, frame.tags
+        key = (id(fields), id(tags))
+        hit = self._singles.get(key)
+        if hit is not None and hit[0] is fields and hit[1] is tags:
+            return hit[2]
+        name = senml_safe(fields.quantities[0]) + self._suffix(tags)  # as in _senml_template, not a template
+        record = f'"n":"{name}","u":{json.dumps(fields.units[0], ensure_ascii=False)},"v":'
+        if len(self._singles) >= _CACHE_MAX:
+            self._singles.clear()
+        self._singles[key] = (fields, tags, record)
+        return record
+
+    def _records(self, frame: Frame) -> str | None:
+        """The frame's records without the leading '{'; None if they need the per-reading encoder."""
         values = frame.values
-        suffix = self._suffix(frame.tags)
         qualities = frame.qualities
+        if len(values) == 1 and qualities is None:  # a poll split by per-register tags: many of these
+            value = values[0]
+            if type(value) is int or (type(value) is float and math.isfinite(value)):
+                return f"{self._single_record(frame)}{value!r}}}"
+        if _value_kinds(frame, _SENML_NUMBERS) is None:
+            return None
+        suffix = self._suffix(frame.tags)
         template = _senml_template(frame.fields, bool(suffix), qualities is not None)
         if not suffix and qualities is None:
             return template % (values if type(values) is tuple else tuple(values))
@@ -172,7 +199,7 @@ def _lp_template(fields: FrameFields, graded: bool) -> str:
     last one its timestamp; if ``graded`` another ``%s`` after the value takes
     its quality.
     """
-    key = f"{_LP_MEMO}:{graded:d}"
+    key = _LP_MEMO[graded]
     hit: str | None = fields.memo.get(key)
     if hit is None:
         quality = "%s" if graded else ""
@@ -195,6 +222,9 @@ class FrameLineProtocolEncoder(LineProtocolEncoder):
     def __init__(self) -> None:
         super().__init__()
         self._series: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], tuple[str, str] | None] = {}
+        # One-value frames (a poll split by per-register tags): the whole ``measurement,tags value=``,
+        # found by the identity of the frame's interned layout and shared tags, which the entry holds.
+        self._singles: dict[tuple[int, int, str, str, str], tuple[FrameFields, Mapping[str, str], str | None]] = {}
 
     def _tag_text(self, frame: Frame) -> tuple[str, str] | None:
         """The frame's tags as line protocol, split around ``unit``; None if one cannot be written."""
@@ -219,6 +249,27 @@ class FrameLineProtocolEncoder(LineProtocolEncoder):
         self._series[key] = split
         return split
 
+    def _single_prefix(self, frame: Frame) -> str | None:
+        """``measurement,tags value=`` of a one-value frame; None if line protocol cannot write it."""
+        fields, tags = frame.fields, frame.tags
+        key = (id(fields), id(tags), frame.device, frame.site, frame.gateway)
+        hit = self._singles.get(key)
+        if hit is not None and hit[0] is fields and hit[1] is tags:
+            return hit[2]
+        split = self._tag_text(frame)
+        prefix: str | None = None
+        if split is not None:
+            unit = fields.units[0]
+            try:
+                unit_tag = f",unit={escape_tag(unit)}" if unit else ""
+                prefix = f"{escape_measurement(fields.quantities[0])}{split[0]}{unit_tag}{split[1]} value="
+            except ValueError:
+                pass
+        if len(self._singles) >= _CACHE_MAX:
+            self._singles.clear()
+        self._singles[key] = (fields, tags, prefix)
+        return prefix
+
     def frame_lines(self, frames: Iterable[Frame]) -> list[str]:
         """Newline-joined lines per frame, as ``lines(frame.readings())`` gives them."""
         out: list[str] = []
@@ -228,6 +279,12 @@ class FrameLineProtocolEncoder(LineProtocolEncoder):
             if not values:
                 continue
             qualities = frame.qualities
+            if len(values) == 1 and qualities is None and type(values[0]) in _LP_NUMBERS:
+                number = float(values[0])
+                prefix = self._single_prefix(frame) if number - number == 0 else None
+                if prefix is not None:
+                    append(f"{prefix}{number!r} {frame.ts_ns}")
+                    continue
             template = _lp_template(frame.fields, qualities is not None)
             split = self._tag_text(frame) if template else None
             kinds = _value_kinds(frame, _LP_NUMBERS) if split is not None else None
@@ -235,9 +292,11 @@ class FrameLineProtocolEncoder(LineProtocolEncoder):
                 append("\n".join(self.lines(frame.readings())))  # raises EncodingError naming the reading
                 continue
             before, after = split
-            floats = values if kinds == {float} else list(map(float, values))
+            floats = values if kinds == _FLOAT else list(map(float, values))
             if qualities is None:
-                args = _interleave(len(values), (before, after, None, str(frame.ts_ns)), {2: floats})
+                row: list[object] = [before, after, None, str(frame.ts_ns)] * len(values)
+                row[2::4] = floats
+                args = tuple(row)
             else:
                 grades = map(_LP_QUALITY.__getitem__, qualities)
                 args = _interleave(len(values), (before, after, None, None, str(frame.ts_ns)), {2: floats, 3: grades})
