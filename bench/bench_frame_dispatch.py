@@ -1,6 +1,6 @@
 """CPU per value from the buffer to a real server: dispatcher + sink, frames whole vs expanded to readings.
 
-Run: .venv/bin/python bench/bench_frame_dispatch.py [--devices 100] [--width 500] [--polls 2]
+Run: .venv/bin/python bench/bench_frame_dispatch.py [--devices 100] [--width 500] [--polls 2] [--tag-per-register]
 Starts its own Mosquitto and VictoriaMetrics on loopback; a few seconds. The buffer
 is filled first (not measured); then one dispatcher drains it into the mqtt sink
 (``mode = "senml"``, QoS 1) or the influxdb sink, and the process's CPU time until
@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_frame_encoding import make_frames
+from bench_frame_encoding import make_frames, make_split_frames
 
 from gateway.buffer import AsyncBuffer
 from gateway.dispatch import SinkDispatcher
@@ -72,11 +72,13 @@ async def main() -> None:
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--polls", type=int, default=2)
+    parser.add_argument("--tag-per-register", action="store_true", help="one frame per value (bench_load's profile)")
     args = parser.parse_args()
+    poll = (make_split_frames if args.tag_per_register else make_frames)(args.devices, args.width)
     frames = [
         Frame(f.ts_ns + k * 1_000_000_000, f.site, f.gateway, f.device, f.fields, f.values, f.tags)
         for k in range(args.polls)
-        for f in make_frames(args.devices, args.width)
+        for f in poll
     ]
     values = sum(len(f) for f in frames)
     with tempfile.TemporaryDirectory() as tmp:

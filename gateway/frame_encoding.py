@@ -43,7 +43,10 @@ from gateway.tags import TagsCache
 _SENML_MEMO: Final = {(t, g): f"senml:{t:d}{g:d}" for t in (False, True) for g in (False, True)}
 _LP_MEMO: Final = {False: "line_protocol", True: "line_protocol:graded"}
 _LP_INVALID: Final = ""  # memo value of a layout line protocol cannot express
-_CACHE_MAX: Final = 10_000  # distinct devices remembered before starting again
+# Entries remembered before a cache starts again: devices (base names, tag texts), or series for
+# one-value frames. Above the number of series a site has (bench_load: 100 x 500 = 50,000), so that
+# a full cache is a sign of tags with unbounded values, not of a big site (~350 bytes per series).
+_CACHE_MAX: Final = 100_000
 
 _SENML_NUMBERS: Final = frozenset({float, int})  # bool is not: it is "vb":true, not "v":True
 _LP_NUMBERS: Final = frozenset({float, int, bool})  # all written as float("value=1.0")
@@ -116,7 +119,7 @@ class SenMLFrameEncoder:
     def __init__(self) -> None:
         self._base_names: dict[tuple[str, str, str], str] = {}
         self._suffix = TagsCache(_senml_suffix, "")
-        self._singles: dict[tuple[int, int], tuple[FrameFields, Mapping[str, str], str]] = {}
+        self._singles: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[FrameFields, str]] = {}
 
     def packs(self, frames: Iterable[Frame]) -> list[tuple[Frame, bytes]]:
         """(first frame, payload) per pack, in first-seen order; EncodingError for an unrepresentable value."""
@@ -153,17 +156,18 @@ class SenMLFrameEncoder:
         return base
 
     def _single_record(self, frame: Frame) -> str:
-        """``"n":"name","u":"unit","v":`` of a one-value frame (its layout and tags held by the entry)."""
+        """``"n":"name","u":"unit","v":`` of a one-value frame."""
         fields, tags = frame.fields, frame.tags
-        key = (id(fields), id(tags))
+        # The interned layout by identity (the entry holds it, so the id is not reused), the tags by content.
+        key = (id(fields), tuple(tags.items()))
         hit = self._singles.get(key)
-        if hit is not None and hit[0] is fields and hit[1] is tags:
-            return hit[2]
+        if hit is not None and hit[0] is fields:
+            return hit[1]
         name = senml_safe(fields.quantities[0]) + self._suffix(tags)  # as in _senml_template, not a template
         record = f'"n":"{name}","u":{json.dumps(fields.units[0], ensure_ascii=False)},"v":'
         if len(self._singles) >= _CACHE_MAX:
             self._singles.clear()
-        self._singles[key] = (fields, tags, record)
+        self._singles[key] = (fields, record)
         return record
 
     def _records(self, frame: Frame) -> str | None:
@@ -216,15 +220,27 @@ def _lp_template(fields: FrameFields, graded: bool) -> str:
     return hit
 
 
+def _split_tag_text(frame: Frame) -> tuple[str, str] | None:
+    """The frame's tags (its own and site, gateway, device) as line protocol, sorted by key, split
+    into those before and after ``unit``; None if one cannot be written."""
+    tags = {"site": frame.site, "gateway": frame.gateway, "device": frame.device}
+    tags.update(effective_tags(frame.tags))
+    try:
+        parts = [(k, f",{escape_tag(k)}={escape_tag(v)}") for k, v in sorted(tags.items()) if k and v]
+    except ValueError:
+        return None
+    # Arguments of the template, not part of it: no '%' doubling here.
+    return "".join(text for k, text in parts if k < "unit"), "".join(text for k, text in parts if k > "unit")
+
+
 class FrameLineProtocolEncoder(LineProtocolEncoder):
     """A ``LineProtocolEncoder`` that also encodes frames; one value costs one format of its number."""
 
     def __init__(self) -> None:
         super().__init__()
         self._series: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], tuple[str, str] | None] = {}
-        # One-value frames (a poll split by per-register tags): the whole ``measurement,tags value=``,
-        # found by the identity of the frame's interned layout and shared tags, which the entry holds.
-        self._singles: dict[tuple[int, int, str, str, str], tuple[FrameFields, Mapping[str, str], str | None]] = {}
+        # One-value frames (a poll split by per-register tags): the whole ``measurement,tags value=``.
+        self._singles: dict[tuple[int, str, str, str, tuple[tuple[str, str], ...]], tuple[FrameFields, str | None]] = {}
 
     def _tag_text(self, frame: Frame) -> tuple[str, str] | None:
         """The frame's tags as line protocol, split around ``unit``; None if one cannot be written."""
@@ -233,17 +249,7 @@ class FrameLineProtocolEncoder(LineProtocolEncoder):
             return self._series[key]
         except KeyError:
             pass
-        tags = {"site": frame.site, "gateway": frame.gateway, "device": frame.device}
-        tags.update(effective_tags(frame.tags))
-        try:
-            parts = [(k, f",{escape_tag(k)}={escape_tag(v)}") for k, v in sorted(tags.items()) if k and v]
-            # Arguments of the template, not part of it: no '%' doubling here.
-            split: tuple[str, str] | None = (
-                "".join(text for k, text in parts if k < "unit"),
-                "".join(text for k, text in parts if k > "unit"),
-            )
-        except ValueError:
-            split = None
+        split = _split_tag_text(frame)
         if len(self._series) >= _CACHE_MAX:
             self._series.clear()
         self._series[key] = split
@@ -251,12 +257,13 @@ class FrameLineProtocolEncoder(LineProtocolEncoder):
 
     def _single_prefix(self, frame: Frame) -> str | None:
         """``measurement,tags value=`` of a one-value frame; None if line protocol cannot write it."""
-        fields, tags = frame.fields, frame.tags
-        key = (id(fields), id(tags), frame.device, frame.site, frame.gateway)
+        fields = frame.fields
+        # The interned layout by identity (the entry holds it, so the id is not reused), the tags by content.
+        key = (id(fields), frame.device, frame.site, frame.gateway, tuple(frame.tags.items()))
         hit = self._singles.get(key)
-        if hit is not None and hit[0] is fields and hit[1] is tags:
-            return hit[2]
-        split = self._tag_text(frame)
+        if hit is not None and hit[0] is fields:
+            return hit[1]
+        split = _split_tag_text(frame)  # not kept in _series too: one entry per series is enough
         prefix: str | None = None
         if split is not None:
             unit = fields.units[0]
@@ -267,7 +274,7 @@ class FrameLineProtocolEncoder(LineProtocolEncoder):
                 pass
         if len(self._singles) >= _CACHE_MAX:
             self._singles.clear()
-        self._singles[key] = (fields, tags, prefix)
+        self._singles[key] = (fields, prefix)
         return prefix
 
     def frame_lines(self, frames: Iterable[Frame]) -> list[str]:
