@@ -42,7 +42,6 @@ from typing import Any
 from gateway.aio import raise_if_cancel_requested, wait_event
 from gateway.buffer import AsyncBuffer, BufferedFrame, BufferedReading, BufferFullError
 from gateway.downsample import Downsampler
-from gateway.frame import count_values
 from gateway.metrics import Metrics
 from gateway.routing import Route, identity_route
 from gateway.scheduling import Backoff
@@ -139,11 +138,11 @@ class SinkDispatcher:
                 self.buffer.take_frames(self.name, self.batch_size, after_id=batch[-1].last_id)
             )
             try:
-                taken = count_values(bf.frame for bf in batch)
+                taken = _values(batch)
                 if self.route.is_identity:
                     # Nothing to select or shape: the frames go as they are (a sink encodes a frame at once).
                     selected = taken
-                    await self._deliver_frames_batch(batch)
+                    await self._deliver_frames_batch(batch, taken)
                 else:
                     chosen = self.route.apply(_expand(batch))
                     selected = len(chosen)
@@ -245,10 +244,10 @@ class SinkDispatcher:
         if refused:
             await self._dead_letter(refused)
 
-    async def _deliver_frames_batch(self, frames: Sequence[BufferedFrame]) -> None:
-        """``_deliver_batch`` for frames: sent whole while the sink accepts them."""
+    async def _deliver_frames_batch(self, frames: Sequence[BufferedFrame], values: int) -> None:
+        """``_deliver_batch`` for frames (of ``values`` values in all): sent whole while the sink accepts them."""
         refused: Refused = []
-        await self._deliver_frames(frames, refused)
+        await self._deliver_frames(frames, values, refused)
         if refused:
             await self._dead_letter(refused)
 
@@ -258,15 +257,14 @@ class SinkDispatcher:
         if result.outcome is not Outcome.ACCEPTED:
             await self._bisect(items, result, refused)
 
-    async def _deliver_frames(self, frames: Sequence[BufferedFrame], refused: Refused) -> None:
-        values = count_values(bf.frame for bf in frames)
+    async def _deliver_frames(self, frames: Sequence[BufferedFrame], values: int, refused: Refused) -> None:
         result = await self._send(lambda: self.sink.send_frames([bf.frame for bf in frames]), values)
         if result.outcome is Outcome.ACCEPTED:
             return
         if result.outcome is Outcome.TOO_LARGE and values > 1:
             # Too large is about size, not content: halves stay frames (a single frame is cut in two).
             for half in _halves(frames):
-                await self._deliver_frames(half, refused)
+                await self._deliver_frames(half, _values(half), refused)
             return
         # Something in it is bad: bisect down to the single values, as readings, and
         # dead-letter exactly the ones still refused (the first halves are not resent whole).
@@ -387,6 +385,10 @@ class SinkDispatcher:
         }
 
 
+def _values(frames: Sequence[BufferedFrame]) -> int:
+    return sum([len(bf.frame.values) for bf in frames])
+
+
 def _expand(frames: Sequence[BufferedFrame]) -> list[BufferedReading]:
     """Every value of ``frames`` as a reading with its buffer id, in order."""
     return [item for bf in frames for item in bf.readings()]
@@ -400,7 +402,7 @@ def _halves(frames: Sequence[BufferedFrame]) -> tuple[list[BufferedFrame], list[
         return [BufferedFrame(bf.id, bf.frame.slice(0, middle))], [
             BufferedFrame(bf.id + middle, bf.frame.slice(middle, len(bf.frame.values)))
         ]
-    half = count_values(bf.frame for bf in frames) / 2
+    half = _values(frames) / 2
     cut, seen = 1, len(frames[0].frame.values)
     while cut < len(frames) - 1 and seen < half:
         seen += len(frames[cut].frame.values)
