@@ -2,20 +2,21 @@
 
 The output is byte for byte what ``gateway.encoding`` writes for the frame's
 readings (``Frame.readings()``); only the cost differs. Encoding a reading
-paid for its names, tags and number one value at a time (SenML 5-8 us, line
-protocol 1.6-2.7 us per value, bench/bench_frame_encoding.py); here what
+paid for its names, tags and number one value at a time (SenML 4-9 us, line
+protocol 1.3-2.8 us per value, bench/bench_frame_encoding.py); here what
 depends on the frame's *layout* (names, units, measurement) is turned once
 into a ``%``-template kept in ``FrameFields.memo``, what depends on the frame's
 device and tag set is built once per frame, and the values are formatted by
-one ``template % args`` in C (0.5-1 us per value, most of it ``repr`` of the
-float: the exact shortest text both formats carry).
+one ``template % args`` in C (0.4-1 us per value, most of it ``repr`` of the
+float: the exact shortest text both formats carry). A one-value frame (a poll
+split by per-register tags) takes its record or line prefix from a cache per
+series instead (about 1.2 us per value).
 
 Only the common case takes that road: every value a plain ``float`` or ``int``
 (and ``bool`` for line protocol, which writes it as 1.0/0.0) and finite.
-Anything else (strings, NaN, an unusable name)
-goes through the per-reading encoder, which gives the same bytes and raises
-the same ``EncodingError`` naming the reading, so the dispatcher's bisection
-still finds the one bad value.
+Anything else (strings, NaN, an unusable name) goes through the per-reading
+encoder, which gives the same bytes and raises the same ``EncodingError``
+naming the reading, so the dispatcher's bisection still finds the one bad value.
 """
 
 from __future__ import annotations
