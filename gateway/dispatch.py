@@ -8,6 +8,13 @@ The core owns the retry taxonomy (``gateway.sink.Outcome``):
   inspectable with ``gateway buffer dead-letters``), deliver the rest.
 A dead sink only stops its own cursor; other sinks go on.
 
+Frames (gateway/frame.py): a batch is taken as frames, ``batch_size`` counts
+values, and a sink whose route changes nothing gets them whole
+(``Sink.send_frames``: one SenML pack, one template per frame). TOO_LARGE cuts
+between frames, then inside a frame; REJECTED expands the frames to readings and
+bisects down to the one value. Acks, counters and metrics are in values (the
+ids of a frame's values are ``id .. last_id``).
+
 Routing (gateway/routing.py): the sink's rules are applied to each batch as it
 is taken from the buffer, before anything else sees it, so a retry, a split
 and a dead letter only ever hold selected (and shaped) readings; the cursor is
@@ -29,11 +36,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from gateway.aio import raise_if_cancel_requested, wait_event
-from gateway.buffer import AsyncBuffer, BufferedReading, BufferFullError
+from gateway.buffer import AsyncBuffer, BufferedFrame, BufferedReading, BufferFullError
 from gateway.downsample import Downsampler
 from gateway.metrics import Metrics
 from gateway.routing import Route, identity_route
@@ -47,6 +54,8 @@ RESTART_INITIAL_S = 1.0
 RESTART_CAP_S = 60.0
 AUTH_REMINDER_S = 600.0
 IDLE_WAIT_S = 1.0
+
+Refused = list[tuple[BufferedReading, str]]  # values a sink refused for good, with the reason
 
 
 class SinkDispatcher:
@@ -116,28 +125,37 @@ class SinkDispatcher:
             return
         # Always starts from the sink's cursor: after a restart the batch that
         # was in memory is read again from the buffer.
-        batch = await self.buffer.take(self.name, self.batch_size)
+        batch = await self.buffer.take_frames(self.name, self.batch_size)
         while True:
             if not batch:
                 self._mended()  # the buffer answers and nothing is pending
                 self._new_data.clear()
                 await wait_event(self._new_data, IDLE_WAIT_S)
-                batch = await self.buffer.take(self.name, self.batch_size)
+                batch = await self.buffer.take_frames(self.name, self.batch_size)
                 continue
             # Read the next batch while this one is on the wire.
-            prefetch = asyncio.create_task(self.buffer.take(self.name, self.batch_size, after_id=batch[-1].id))
+            prefetch = asyncio.create_task(
+                self.buffer.take_frames(self.name, self.batch_size, after_id=batch[-1].last_id)
+            )
             try:
-                selected = self.route.apply(batch)
-                if selected:
-                    await self._deliver_batch(selected)
-                lost = await self.buffer.ack(self.name, batch[-1].id, first_id=batch[0].id)
+                taken = _values(batch)
+                if self.route.is_identity:
+                    # Nothing to select or shape: the frames go as they are (a sink encodes a frame at once).
+                    selected = taken
+                    await self._deliver_frames_batch(batch, taken)
+                else:
+                    chosen = self.route.apply(_expand(batch))
+                    selected = len(chosen)
+                    if chosen:
+                        await self._deliver_batch(chosen)
+                lost = await self.buffer.ack(self.name, batch[-1].last_id, first_id=batch[0].id)
             except BaseException:
                 prefetch.cancel()
                 with contextlib.suppress(BaseException):
                     await prefetch  # never leave its exception unretrieved
                 raise
             # Counted once acked: a batch read again after a restart is not counted twice.
-            self._count_routed(len(selected), len(batch) - len(selected))
+            self._count_routed(selected, taken - selected)
             if lost and self.metrics is not None:
                 # drop_oldest deleted these while a batch of ours held them, and we read on past them.
                 self.metrics.buffer_dropped.labels("drop_oldest").inc(lost)
@@ -150,7 +168,8 @@ class SinkDispatcher:
         read_through: int | None = None  # None: read from the cursor
         acked = 0
         while True:
-            batch = await self.buffer.take(self.name, self.batch_size, after_id=read_through)
+            # The windows take readings one by one: frames are expanded here.
+            batch = _expand(await self.buffer.take_frames(self.name, self.batch_size, after_id=read_through))
             if batch:
                 read_through = batch[-1].id
                 selected = self.route.apply(batch)
@@ -220,18 +239,56 @@ class SinkDispatcher:
 
     async def _deliver_batch(self, items: Sequence[BufferedReading]) -> None:
         """Deliver a batch; readings the sink refuses for good are dead-lettered together, logged once."""
-        refused: list[tuple[BufferedReading, str]] = []
+        refused: Refused = []
         await self._deliver(items, refused)
         if refused:
             await self._dead_letter(refused)
 
-    async def _deliver(self, items: Sequence[BufferedReading], refused: list[tuple[BufferedReading, str]]) -> None:
+    async def _deliver_frames_batch(self, frames: Sequence[BufferedFrame], values: int) -> None:
+        """``_deliver_batch`` for frames (of ``values`` values in all): sent whole while the sink accepts them."""
+        refused: Refused = []
+        await self._deliver_frames(frames, values, refused)
+        if refused:
+            await self._dead_letter(refused)
+
+    async def _deliver(self, items: Sequence[BufferedReading], refused: Refused) -> None:
         """Deliver ``items``; the ones the sink refuses for good are added to ``refused``."""
+        result = await self._send(lambda: self.sink.send([item.reading for item in items]), len(items))
+        if result.outcome is not Outcome.ACCEPTED:
+            await self._bisect(items, result, refused)
+
+    async def _deliver_frames(self, frames: Sequence[BufferedFrame], values: int, refused: Refused) -> None:
+        result = await self._send(lambda: self.sink.send_frames([bf.frame for bf in frames]), values)
+        if result.outcome is Outcome.ACCEPTED:
+            return
+        if result.outcome is Outcome.TOO_LARGE and values > 1:
+            # Too large is about size, not content: halves stay frames (a single frame is cut in two).
+            for half in _halves(frames):
+                await self._deliver_frames(half, _values(half), refused)
+            return
+        # Something in it is bad: bisect down to the single values, as readings, and
+        # dead-letter exactly the ones still refused (the first halves are not resent whole).
+        await self._bisect(_expand(frames), result, refused)
+
+    async def _bisect(self, items: Sequence[BufferedReading], result: SendResult, refused: Refused) -> None:
+        """``items`` were refused as a whole (TOO_LARGE or REJECTED): deliver each half, or refuse the one."""
+        if len(items) == 1:
+            refused.append((items[0], f"{result.outcome.value}: {result.detail}"[:1000]))
+            return
+        middle = len(items) // 2
+        await self._deliver(items[:middle], refused)
+        await self._deliver(items[middle:], refused)
+
+    async def _send(self, send: Callable[[], Awaitable[SendResult]], values: int) -> SendResult:
+        """Send until the answer is not transient: ACCEPTED (counted), TOO_LARGE or REJECTED.
+
+        RETRY and AUTH are waited out here with backoff: the batch stays as it is.
+        """
         while True:
             raise_if_cancel_requested()  # aiomqtt's wait_for can swallow our cancellation (gateway/aio.py)
             started = time.perf_counter()
             try:
-                result = await self.sink.send([item.reading for item in items])
+                result = await send()
             except Exception as exc:  # contract says sinks don't raise; treat it as transient
                 log.debug("sink %s raised", self.name, exc_info=True)
                 result = SendResult(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
@@ -240,22 +297,15 @@ class SinkDispatcher:
 
             if result.outcome is Outcome.ACCEPTED:
                 self._up()
-                self.sent_total += len(items)
+                self.sent_total += values
                 self.last_success_ns = time.time_ns()
                 if self.metrics is not None:
-                    self.metrics.sink_sent.labels(self.name).inc(len(items))
-                return
+                    self.metrics.sink_sent.labels(self.name).inc(values)
+                return result
             if self.metrics is not None:
                 self.metrics.sink_failed.labels(self.name, result.outcome.value).inc()
-
             if result.outcome in (Outcome.TOO_LARGE, Outcome.REJECTED):
-                if len(items) == 1:
-                    refused.append((items[0], f"{result.outcome.value}: {result.detail}"[:1000]))
-                    return
-                middle = len(items) // 2
-                await self._deliver(items[:middle], refused)
-                await self._deliver(items[middle:], refused)
-                return
+                return result
 
             if self.metrics is not None:
                 self.metrics.sink_retried.labels(self.name).inc()
@@ -333,3 +383,28 @@ class SinkDispatcher:
             "last_success_ns": self.last_success_ns,
             **self.sink.status(),
         }
+
+
+def _values(frames: Sequence[BufferedFrame]) -> int:
+    return sum([len(bf.frame.values) for bf in frames])
+
+
+def _expand(frames: Sequence[BufferedFrame]) -> list[BufferedReading]:
+    """Every value of ``frames`` as a reading with its buffer id, in order."""
+    return [item for bf in frames for item in bf.readings()]
+
+
+def _halves(frames: Sequence[BufferedFrame]) -> tuple[list[BufferedFrame], list[BufferedFrame]]:
+    """``frames`` cut in two of about as many values each: between frames, or inside a lone frame."""
+    if len(frames) == 1:
+        (bf,) = frames
+        middle = len(bf.frame.values) // 2
+        return [BufferedFrame(bf.id, bf.frame.slice(0, middle))], [
+            BufferedFrame(bf.id + middle, bf.frame.slice(middle, len(bf.frame.values)))
+        ]
+    half = _values(frames) / 2
+    cut, seen = 1, len(frames[0].frame.values)
+    while cut < len(frames) - 1 and seen < half:
+        seen += len(frames[cut].frame.values)
+        cut += 1
+    return list(frames[:cut]), list(frames[cut:])

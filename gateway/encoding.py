@@ -62,10 +62,18 @@ _TAG_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ "})
 _STRING_FIELD_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
 
 
-def _escape_tag(text: str) -> str:
+def escape_tag(text: str) -> str:
+    """A tag key or value as line protocol writes it; ValueError for a newline."""
     if "\n" in text or "\r" in text:
         raise ValueError("line protocol cannot carry a newline in a tag")
     return text.translate(_TAG_ESCAPES)
+
+
+def escape_measurement(quantity: str) -> str:
+    """A quantity as a line-protocol measurement; ValueError if it cannot be one."""
+    if not quantity or "\n" in quantity:
+        raise ValueError("invalid measurement name")
+    return quantity.translate(_MEASUREMENT_ESCAPES)
 
 
 _PrefixKey = tuple[str, str, str, str, str, frozenset[tuple[str, str]] | None]
@@ -90,12 +98,11 @@ class LineProtocolEncoder:
         try:
             # Sorted by key as InfluxDB recommends (it sorts them itself otherwise);
             # empty keys/values are dropped: line protocol cannot express them.
-            tag_text = "".join(f",{_escape_tag(k)}={_escape_tag(v)}" for k, v in sorted(tags.items()) if k and v)
+            tag_text = "".join(f",{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(tags.items()) if k and v)
+            measurement = escape_measurement(r.quantity)
         except ValueError as exc:
             raise EncodingError(r, str(exc)) from None
-        if not r.quantity or "\n" in r.quantity:
-            raise EncodingError(r, "invalid measurement name")
-        prefix = f"{r.quantity.translate(_MEASUREMENT_ESCAPES)}{tag_text} "
+        prefix = f"{measurement}{tag_text} "
         if len(self._prefixes) >= _PREFIX_CACHE_MAX:
             self._prefixes.clear()
         self._prefixes[key] = prefix

@@ -10,11 +10,15 @@ import pytest
 
 from gateway.buffer import AsyncBuffer, BufferedReading, BufferFullError, logical_size
 from gateway.dispatch import SinkDispatcher
+from gateway.frame import Frame, FrameFields
 from gateway.metrics import Metrics
 from gateway.model import Reading
+from gateway.routing import Route, RouteConfig, Rule
 from gateway.scheduling import Backoff
 from gateway.sink import Outcome, SendResult, Sink, SinkConfig
+from gateway.sinks.influxdb import InfluxDBSink, InfluxDBSinkConfig
 from gateway.writer import BufferWriter
+from tests.servers import VictoriaMetrics
 
 
 def readings(n: int, start: int = 0) -> list[Reading]:
@@ -70,7 +74,7 @@ async def test_everything_is_delivered_in_order_and_acked(buffer: AsyncBuffer) -
     await buffer.set_sinks(["a"])
     await buffer.append(readings(500))
     d = SinkDispatcher(sink, buffer, backoff=fast())
-    await run_until(lambda: len(sink.stored) == 500, d)
+    await run_until(lambda: d.selected_total == 500, d)  # counted once acked (stored is before the ack)
     assert sink.stored == list(range(500))
     assert max(len(c) for c in sink.calls) == 64
     stats = await buffer.stats()
@@ -317,3 +321,113 @@ async def test_drop_counters_match_what_the_sink_received(tmp_path: Path, held_b
         writer_task.cancel()
         await asyncio.gather(task, writer_task, return_exceptions=True)
         await buffer.close()
+
+
+# --- frames ----------------------------------------------------------------------------------
+
+
+def frames(count: int, width: int, start: int = 0) -> list[Frame]:
+    """``count`` polls of one meter, ``width`` values each, the values counting up from ``start``."""
+    fields = FrameFields.of([f"register_{i}" for i in range(width)], ["V"] * width)
+    return [Frame(1_700_000_000_000_000_000 + start + k, "s", "g", "meter", fields,
+                  tuple(range(start + k * width, start + (k + 1) * width))) for k in range(count)]  # fmt: skip
+
+
+class FrameSink(ScriptedSink):
+    """A ScriptedSink that takes frames whole; ``frame_calls`` holds the values of each ``send_frames``."""
+
+    def __init__(self, name: str, answer: object) -> None:
+        super().__init__(name, answer)
+        self.frame_calls: list[list[int]] = []
+        self.frame_widths: list[list[int]] = []
+
+    async def send_frames(self, batch: Sequence[Frame]) -> SendResult:
+        values = [int(v) for f in batch for v in f.values]
+        self.frame_calls.append(values)
+        self.frame_widths.append([len(f) for f in batch])
+        result: SendResult = self.answer(values, len(self.calls) + len(self.frame_calls))  # type: ignore[operator]
+        if result.outcome is Outcome.ACCEPTED:
+            self.stored.extend(values)
+        return result
+
+
+async def test_frames_are_sent_whole_and_counted_and_acked_in_values(buffer: AsyncBuffer) -> None:
+    metrics = Metrics()
+    sink = FrameSink("a", lambda values, call: SendResult.ok())
+    await buffer.set_sinks(["a"])
+    await buffer.append(frames(10, 50))
+    d = SinkDispatcher(sink, buffer, metrics=metrics, backoff=fast(), batch_size=120)
+    await run_until(lambda: d.selected_total == 500, d)  # counted once acked
+    assert sink.stored == list(range(500))
+    assert sink.calls == []  # never expanded to readings
+    assert all(len(values) <= 120 for values in sink.frame_calls)
+    assert max(max(widths) for widths in sink.frame_widths) == 50  # a poll travels as one frame
+    assert metrics.registry.get_sample_value("gateway_sink_sent_readings_total", {"sink": "a"}) == 500
+    assert d.sent_total == 500 and d.selected_total == 500
+    stats = await buffer.stats()
+    assert stats.readings == 0 and stats.sinks["a"].pending == 0
+
+
+async def test_too_large_splits_between_frames_then_inside_a_frame(buffer: AsyncBuffer) -> None:
+    sink = FrameSink("a", lambda values, call: SendResult(Outcome.TOO_LARGE) if len(values) > 10 else SendResult.ok())
+    await buffer.set_sinks(["a"])
+    await buffer.append([*frames(1, 40), *frames(4, 6, start=40)])
+    d = SinkDispatcher(sink, buffer, backoff=fast())
+    await run_until(lambda: d.selected_total == 64, d)
+    assert sink.stored == list(range(64))
+    assert sink.calls == []  # too large is about size: the halves stay frames
+    # 64 values -> the 40-value frame | four 6-value frames; the frame is cut 20+20 -> 10+10 ...
+    assert [values for values in sink.frame_calls if len(values) <= 10][:2] == [list(range(10)), list(range(10, 20))]
+    assert (await buffer.stats()).sinks["a"].pending == 0
+
+
+async def test_one_refused_value_of_a_frame_is_dead_lettered_alone(buffer: AsyncBuffer) -> None:
+    metrics = Metrics()
+
+    def answer(values: list[int], call: int) -> SendResult:
+        return SendResult(Outcome.REJECTED, "bad value 137") if 137 in values else SendResult.ok()
+
+    sink = FrameSink("a", answer)
+    await buffer.set_sinks(["a"])
+    await buffer.append(frames(3, 100))
+    d = SinkDispatcher(sink, buffer, metrics=metrics, backoff=fast(), batch_size=1000)
+    await run_until(lambda: d.selected_total == 300, d)
+    assert sink.frame_calls[0] == list(range(300))  # the frames went whole first
+    assert sink.stored == [v for v in range(300) if v != 137]
+    [letter] = await buffer.dead_letters("a")
+    assert (letter.reading.value, letter.reading.quantity) == (137, "register_37")
+    assert letter.reason == "rejected: bad value 137"
+    assert metrics.registry.get_sample_value("gateway_sink_dead_lettered_readings_total", {"sink": "a"}) == 1
+    assert metrics.registry.get_sample_value("gateway_sink_sent_readings_total", {"sink": "a"}) == 299
+    assert len(sink.calls) + len(sink.frame_calls) < 25  # bisection: O(log n) sends, not one per value
+    assert (await buffer.stats()).sinks["a"].pending == 0
+
+
+async def test_a_route_that_selects_sees_the_frames_values_as_readings(buffer: AsyncBuffer) -> None:
+    sink = FrameSink("a", lambda values, call: SendResult.ok())
+    await buffer.set_sinks(["a"])
+    await buffer.append(frames(4, 5))
+    route = Route(RouteConfig(exclude=[Rule(quantity=["register_3"])]), {})
+    d = SinkDispatcher(sink, buffer, backoff=fast(), route=route)
+    await run_until(lambda: d.selected_total == 16, d)
+    assert sink.stored == [v for v in range(20) if v % 5 != 3]
+    assert sink.frame_calls == [] and (d.selected_total, d.filtered_total) == (16, 4)
+    assert (await buffer.stats()).sinks["a"].pending == 0
+
+
+async def test_a_nan_in_a_frame_is_dead_lettered_and_the_rest_stored_in_victoriametrics(
+    buffer: AsyncBuffer, victoria: VictoriaMetrics
+) -> None:
+    cfg = InfluxDBSinkConfig(type="influxdb", url=victoria.url, org="o", bucket="b", batch_size=1000)
+    sink = InfluxDBSink(cfg, site="s", gateway="g")
+    values = tuple(float("nan") if i == 42 else i / 4 for i in range(100))
+    frame = Frame(1_700_000_000_000_000_000, "s", "g", "meter",
+                  FrameFields.of([f"register_{i}" for i in range(100)], ["V"] * 100), values)  # fmt: skip
+    await buffer.set_sinks([sink.name])
+    await buffer.append([frame])
+    d = SinkDispatcher(sink, buffer, backoff=fast())
+    await run_until(lambda: d.selected_total == 100, d)
+    [letter] = await buffer.dead_letters(sink.name)
+    assert letter.reading.quantity == "register_42" and "NaN" in letter.reason
+    stored = {s["metric"]["__name__"]: s["values"] for s in victoria.export('{device="meter"}')}  # type: ignore[index]
+    assert stored == {f"register_{i}_value": [i / 4] for i in range(100) if i != 42}

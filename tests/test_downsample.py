@@ -16,6 +16,7 @@ from gateway.buffer import AsyncBuffer
 from gateway.config import ConfigError, parse_config
 from gateway.dispatch import SinkDispatcher
 from gateway.downsample import DownsampleConfig, Downsampler, DownsampleState
+from gateway.frame import Frame, FrameFields, as_readings
 from gateway.model import Reading
 from gateway.routing import Route, RouteConfig, Rule
 from gateway.scheduling import Backoff
@@ -207,3 +208,21 @@ def test_downsample_is_checked_at_load() -> None:
     assert any(p.key_path.startswith("sinks[0].downsample.stats") for p in info.value.problems)
     cfg = parse_config('[[sinks]]\ntype = "local"\n[sinks.downsample]\nwindow = "15m"\n', env={})
     assert cfg.sinks[0].config.downsample == DownsampleConfig(window=900.0)
+
+
+async def test_frames_are_downsampled_value_by_value(tmp_path: Path) -> None:
+    buffer = await AsyncBuffer.open(tmp_path / "buffer.sqlite")
+    try:
+        await buffer.set_sinks(["portal"])
+        fields = FrameFields.of(["pm10", "pm2_5", "temperature"], ["ug/m3", "ug/m3", "Cel"])
+        frames = [Frame(T0 + i * S, "s", "g", "a", fields, (i, i / 2, 20.5 - i)) for i in range(12)]
+        await buffer.append(frames)
+        sink = StoreSink("portal")  # batch_size 5: batches end inside frames
+        d = downsampled(sink, buffer, tmp_path / "ds.json", Clock(T0 + 60 * S), 10)
+        task = asyncio.create_task(d.run())
+        await wait_until(lambda: d.selected_total == 36 and len(sink.points) == 2 * 3 * len(STATS))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert sink.points == reference(as_readings(frames), 10 * S)
+    finally:
+        await buffer.close()

@@ -9,11 +9,13 @@ import json
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import MappingProxyType
 
 import aiomqtt
 import pytest
 
 from gateway.config import ConfigError, build_config
+from gateway.frame import Frame, FrameFields, as_readings
 from gateway.model import Quality
 from gateway.sink import Outcome
 from gateway.sinks.mqtt import MQTTSink, MQTTSinkConfig
@@ -425,3 +427,30 @@ async def test_nan_is_rejected(mosquitto: Mosquitto) -> None:
     finally:
         await sink.close()
     assert result.outcome is Outcome.REJECTED
+
+
+async def test_senml_frames_publish_the_same_topics_and_payloads_as_their_readings(mosquitto: Mosquitto) -> None:
+    sink = make_sink(mosquitto.host, mosquitto.port, mode="senml", topic="senml/{site}/{device}")
+    meter = FrameFields.of(["voltage", "current", "power_factor"], ["V", "A", "/"])
+    frames = [
+        Frame(T0, "lab", "gw1", "meter 1", meter, (230.25, 7, 0.98), MappingProxyType({"phase": "L1"})),
+        Frame(T0, "lab", "gw1", "meter 2", meter, (229.0, 6, 0.97)),
+        # Same device and instant, another tag set: one pack with the first frame, as readings are grouped.
+        Frame(T0, "lab", "gw1", "meter 1", meter, (231.5, 8, 0.99), MappingProxyType({"phase": "L2"})),
+        Frame(T0 + 1_000_000_000, "lab", "gw1", "meter 1", FrameFields.of(["alarm"], ["/"]), (True,)),
+    ]
+    async with subscribed(mosquitto.port, "senml/#") as sub:
+        await sink.open()
+        try:
+            assert (await sink.send_frames(frames)).outcome is Outcome.ACCEPTED
+            by_frame = [(t, p) for t, p, _ in await sub.wait_for(3)]
+            assert (await sink.send(as_readings(frames))).outcome is Outcome.ACCEPTED
+            by_reading = [(t, p) for t, p, _ in (await sub.wait_for(6))[3:]]
+        finally:
+            await sink.close()
+    assert by_frame == by_reading
+    assert [t for t, _ in by_frame] == ["senml/lab/meter 1", "senml/lab/meter 2", "senml/lab/meter 1"]
+    assert [record["n"] for record in json.loads(by_frame[0][1])] == [
+        "voltage/phase/L1", "current/phase/L1", "power_factor/phase/L1",
+        "voltage/phase/L2", "current/phase/L2", "power_factor/phase/L2",
+    ]  # fmt: skip

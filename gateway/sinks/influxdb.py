@@ -9,6 +9,7 @@ path. The sink only classifies what the server said; the core retries.
 from __future__ import annotations
 
 import email.utils
+import gzip
 import logging
 import time
 from collections.abc import Sequence
@@ -18,13 +19,14 @@ from typing import Any, Literal
 import aiohttp
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
-from influxdb_client.client.write_api_async import WriteApiAsync
-from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
+from influxdb_client.service.write_service import WriteService
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from gateway.config_types import Duration, SecretFile, resolve_secret
-from gateway.encoding import EncodingError, LineProtocolEncoder
+from gateway.encoding import EncodingError
+from gateway.frame import Frame
+from gateway.frame_encoding import FrameLineProtocolEncoder
 from gateway.model import Reading
 from gateway.sink import Outcome, SendResult, Sink, SinkConfig, SinkHealth
 
@@ -48,6 +50,7 @@ class InfluxDBSinkConfig(SinkConfig):
     token_file: SecretFile | None = Field(default=None, description="relative paths are under $CREDENTIALS_DIRECTORY")
     token_env: str | None = Field(default=None, description="name of the environment variable holding the token")
     gzip: bool = True
+    gzip_level: int = Field(default=1, ge=1, le=9, description="1: fastest (~13x on line protocol), 9: smallest (~19x)")
     timeout: Duration = Field(default=10.0, gt=0, le=300)
     precision: Literal["ns"] = "ns"
     verify_ssl: bool = True
@@ -109,9 +112,9 @@ class InfluxDBSink(Sink):
     def __init__(self, config: InfluxDBSinkConfig, *, site: str, gateway: str, state_dir: Path | None = None) -> None:
         super().__init__(config, site=site, gateway=gateway, state_dir=state_dir)
         self.cfg = config
-        self._encoder = LineProtocolEncoder()
+        self._encoder = FrameLineProtocolEncoder()
         self._client: InfluxDBClientAsync | None = None
-        self._write_api: WriteApiAsync | None = None
+        self._writes: WriteService | None = None
         self._health = SinkHealth(self.name, log)
 
     async def open(self) -> None:
@@ -131,27 +134,52 @@ class InfluxDBSink(Sink):
             token=token or "",  # empty: no Authorization header (an open VictoriaMetrics)
             org=cfg.org,
             timeout=int(cfg.timeout * 1000),
-            enable_gzip=cfg.gzip,
+            # We gzip the body ourselves: the library always compresses at level 9,
+            # which cost 4-7 us per value, more than everything else in the sink.
+            enable_gzip=False,
             **kwargs,
         )
-        self._write_api = self._client.write_api()
+        # The write service under the library's WriteApiAsync, which takes no Content-Encoding.
+        self._writes = WriteService(self._client.api_client)  # type: ignore[no-untyped-call]
 
     async def send(self, batch: Sequence[Reading]) -> SendResult:
         if not batch:
             return SendResult.ok()
-        if self._write_api is None:
-            await self.open()
-        assert self._write_api is not None
         try:
             body = self._encoder.encode(batch)
         except EncodingError as exc:
             return self._outcome(SendResult(Outcome.REJECTED, str(exc)))
+        return await self._write(body)
+
+    async def send_frames(self, frames: Sequence[Frame]) -> SendResult:
+        """The same lines as ``send`` of the frames' readings, each frame's built from one template."""
         try:
-            await self._write_api.write(
-                bucket=self.cfg.bucket,
-                org=self.cfg.org,
-                record=body,
-                write_precision=WritePrecision.NS,  # type: ignore[arg-type]  # the library's constants are str
+            body = self._encoder.encode_frames(frames)
+        except EncodingError as exc:
+            return self._outcome(SendResult(Outcome.REJECTED, str(exc)))
+        if not body:
+            return SendResult.ok()
+        return await self._write(body)
+
+    async def _write(self, body: bytes) -> SendResult:
+        if self._writes is None:
+            await self.open()
+        assert self._writes is not None
+        cfg = self.cfg
+        encoding: dict[str, str] = {}  # the Content-Encoding header, as the service names it
+        if cfg.gzip:
+            body = gzip.compress(body, compresslevel=cfg.gzip_level)
+            encoding["content_encoding"] = "gzip"
+        try:
+            await self._writes.post_write_async(  # type: ignore[no-untyped-call]
+                org=cfg.org,
+                bucket=cfg.bucket,
+                body=body,
+                precision="ns",
+                content_type="text/plain; charset=utf-8",
+                async_req=False,
+                _return_http_data_only=False,
+                **encoding,
             )
         except ApiException as exc:
             if not exc.status:  # raised by the client before any answer
@@ -170,7 +198,7 @@ class InfluxDBSink(Sink):
         if self._client is not None:
             await self._client.close()  # type: ignore[no-untyped-call]
         self._client = None
-        self._write_api = None
+        self._writes = None
 
     def status(self) -> dict[str, Any]:
         return {

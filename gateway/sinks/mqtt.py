@@ -31,6 +31,8 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from gateway.config_types import Duration, SecretFile, resolve_secret
 from gateway.encoding import EncodingError, dumps_compact, group_for_senml, reading_json, senml_pack
 from gateway.fleet.identity import stored_identity
+from gateway.frame import Frame, as_readings
+from gateway.frame_encoding import SenMLFrameEncoder
 from gateway.model import Reading
 from gateway.mqtt_common import tls_context, topic_level
 from gateway.sink import Outcome, SendResult, Sink, SinkConfig, SinkHealth
@@ -44,6 +46,7 @@ STATUS_PLACEHOLDERS = {"site", "gateway"}
 # CONNACK codes meaning "fix the credentials": 3.1.1 return codes 4 and 5 and
 # their MQTT 5 reason codes (paho 2 reports 3.1.1 codes as the MQTT 5 ones).
 _AUTH_CODES = {4, 5, 134, 135}
+TOPIC_CACHE_MAX = 50_000  # topics remembered; past this (unbounded device names) the cache starts again
 
 
 def template_fields(template: str) -> set[str]:
@@ -165,6 +168,7 @@ class MQTTSink(Sink):
         self._opened = False
         self._health = SinkHealth(self.name, log)
         self._topics: dict[tuple[str, ...], str] = {}
+        self._senml = SenMLFrameEncoder()
         self.status_topic = (
             config.status_topic.format(site=topic_level(site), gateway=topic_level(gateway))
             if config.status_topic
@@ -240,15 +244,19 @@ class MQTTSink(Sink):
 
     # --- sending ---------------------------------------------------------------------------
 
-    def _topic(self, r: Reading) -> str:
-        key = (r.site, r.gateway, r.device, r.quantity)
+    def _topic(self, r: Reading | Frame) -> str:
+        """The topic of a reading, or of a frame's SenML pack (whose template has no {quantity})."""
+        quantity = r.quantity if type(r) is Reading else ""
+        key = (r.site, r.gateway, r.device, quantity)
         topic = self._topics.get(key)
         if topic is None:
+            if len(self._topics) >= TOPIC_CACHE_MAX:
+                self._topics.clear()
             topic = self.cfg.topic.format(
                 site=topic_level(r.site),
                 gateway=topic_level(r.gateway),
                 device=topic_level(r.device),
-                quantity=topic_level(r.quantity),
+                quantity=topic_level(quantity),
             )
             self._topics[key] = topic
         return topic
@@ -259,6 +267,12 @@ class MQTTSink(Sink):
             return [(self._topic(group[0]), dumps_compact(senml_pack(group))) for group in group_for_senml(batch)]
         return [(self._topic(r), reading_json(r)) for r in batch]
 
+    def encode_frames(self, frames: Sequence[Frame]) -> list[tuple[str, bytes]]:
+        """``encode(as_readings(frames))``, byte for byte; a SenML pack costs one format per frame."""
+        if self.cfg.mode == "senml":
+            return [(self._topic(first), payload) for first, payload in self._senml.packs(frames)]
+        return self.encode(as_readings(frames))
+
     async def send(self, batch: Sequence[Reading]) -> SendResult:
         if not batch:
             return SendResult.ok()
@@ -266,6 +280,19 @@ class MQTTSink(Sink):
             messages = self.encode(batch)
         except EncodingError as exc:
             return SendResult(Outcome.REJECTED, str(exc))
+        return await self._publish(messages)
+
+    async def send_frames(self, frames: Sequence[Frame]) -> SendResult:
+        try:
+            messages = self.encode_frames(frames)
+        except EncodingError as exc:
+            return SendResult(Outcome.REJECTED, str(exc))
+        if not messages:
+            return SendResult.ok()
+        return await self._publish(messages)
+
+    async def _publish(self, messages: list[tuple[str, bytes]]) -> SendResult:
+        """Publish every message; ACCEPTED once the broker has acknowledged them all."""
         if not self._opened:
             await self.open()
         conn = await self._connection()
