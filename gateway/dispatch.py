@@ -168,8 +168,9 @@ class SinkDispatcher:
         read_through: int | None = None  # None: read from the cursor
         acked = 0
         while True:
-            # The windows take readings one by one: frames are expanded here.
-            batch = _expand(await self.buffer.take_frames(self.name, self.batch_size, after_id=read_through))
+            # The windows take readings one by one, so read values (take cuts frames at the limit): a
+            # short batch then means the backlog is read, which whole frames could not tell.
+            batch = await self.buffer.take(self.name, self.batch_size, after_id=read_through)
             if batch:
                 read_through = batch[-1].id
                 selected = self.route.apply(batch)
