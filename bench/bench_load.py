@@ -244,9 +244,10 @@ def run_scenario(
         vm_url = f"http://127.0.0.1:{server_port}/metrics"
         vm_base = scrape(vm_url).get("vm_rows_inserted_total{influx}", 0.0) if args.sink == "influxdb" else 0.0
         started = time.time()
+        env = {**os.environ, "PYTHONPATH": str(args.code)} if args.code else None
         daemon = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "-c", str(folder / "gateway.toml")],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=args.code,
         )  # fmt: skip
         samples: list[Sample] = []
         end = started + args.seconds
@@ -340,6 +341,9 @@ def main() -> int:
     ap.add_argument("--stop-timeout", type=float, default=20.0, help="SIGKILL the daemon after this (default 20 s)")
     ap.add_argument("--pause", type=float, default=5.0, help="between two scenarios (default 5 s)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, arrivals)")
+    ap.add_argument(
+        "--code", type=Path, default=None, help="run the daemon from this checkout (e.g. a git worktree of a release)"
+    )
     args = ap.parse_args()
     scenarios = [Scenario.parse(s.strip()) for s in args.scenarios.split(",") if s.strip()]
     if args.profile and not (Path(sys.executable).parent / "py-spy").exists():
