@@ -3,6 +3,9 @@
 Fed by the normaliser of each source (``SeriesHistory.observer``): on the hot
 path a reading costs one dict store (the newest reading of its series wins), so
 the pipeline's ~60k readings/s do not notice it (bench/bench_web.py measures it).
+A frame is not expanded: each of its series keys points at the frame (one
+``dict.update`` from precomputed keys), and a Reading is made only when the
+page or ``sample()`` looks at it.
 Once a second ``sample()`` copies each series' newest value into its rings:
 
 - the hour ring: one point per ``step_s`` (default 10 s, 360 points for an hour);
@@ -22,8 +25,10 @@ import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
-from gateway.model import Reading
+from gateway.frame import Frame, FrameFields, Item
+from gateway.model import Reading, make_reading
 
 log = logging.getLogger("gateway.web")
 
@@ -33,6 +38,32 @@ DAY_STEP_S = 120.0
 DAY_POINTS = 720
 
 SeriesKey = tuple[str, str, str]  # source, device, quantity
+Latest = Reading | Frame  # a frame stands for its value of the series
+_KEYS_MEMO = "web.history.keys"  # FrameFields.memo: device -> the layout's (device, quantity) keys
+_POSITION_MEMO = "web.history.position"  # FrameFields.memo: quantity -> its last position
+
+
+def _keys(fields: FrameFields, device: str) -> tuple[tuple[str, str], ...]:
+    by_device: dict[str, tuple[tuple[str, str], ...]] = fields.memo.setdefault(_KEYS_MEMO, {})
+    keys = by_device.get(device)
+    if keys is None:
+        if len(by_device) >= 1000:  # devices named per frame: stay bounded
+            by_device.clear()
+        keys = by_device[device] = tuple((device, q) for q in fields.quantities)
+    return keys
+
+
+def as_reading(entry: Latest, quantity: str) -> Reading:
+    """The Reading of ``quantity`` that a latest-value entry stands for."""
+    if not isinstance(entry, Frame):
+        return entry
+    positions: dict[str, int] | None = entry.fields.memo.get(_POSITION_MEMO)
+    if positions is None:
+        # the last position wins, as the last of a batch of readings does
+        positions = entry.fields.memo[_POSITION_MEMO] = {q: i for i, q in enumerate(entry.fields.quantities)}
+    i = positions[quantity]
+    return make_reading(entry.ts_ns, entry.site, entry.gateway, entry.device, quantity, entry.values[i],
+                        entry.fields.units[i], entry.tags, entry.quality(i))  # fmt: skip
 
 
 class Ring:
@@ -74,7 +105,7 @@ class Series:
     unit: str = ""
     hour: Ring | None = None
     day: Ring | None = None
-    sampled: Reading | None = field(default=None, repr=False)
+    sampled: Latest | None = field(default=None, repr=False)
     capped: bool = False  # no rings: the history was full when it appeared
 
 
@@ -94,19 +125,25 @@ class SeriesHistory:
         self.hour_points = math.ceil(3600 / step_s) + 1  # + 1: a full hour whatever the phase of the step
         self.day_step_s = day_step_s
         self.day_points = day_points
-        # source -> (device, quantity) -> newest reading; written on the hot path.
-        self._latest: dict[str, dict[tuple[str, str], Reading]] = {}
+        # source -> (device, quantity) -> newest reading (or the frame holding it); written on the hot path.
+        self._latest: dict[str, dict[tuple[str, str], Latest]] = {}
         self._series: dict[SeriesKey, Series] = {}
         self.observed_total = 0  # readings seen, for the ingest rate
 
-    def observer(self, source: str) -> Callable[[Sequence[Reading]], None]:
+    def observer(self, source: str) -> Callable[[Sequence[Item]], None]:
         """The hook for one source's normaliser: keeps the newest reading of each series."""
         latest = self._latest.setdefault(source, {})
 
-        def observe(readings: Sequence[Reading]) -> None:
-            for r in readings:
-                latest[(r.device, r.quantity)] = r
-            self.observed_total += len(readings)
+        def observe(items: Sequence[Item]) -> None:
+            values = 0
+            for r in items:
+                if isinstance(r, Frame):
+                    latest.update(zip(_keys(r.fields, r.device), repeat(r)))
+                    values += len(r.values)
+                else:
+                    latest[(r.device, r.quantity)] = r
+                    values += 1
+            self.observed_total += values
 
         return observe
 
@@ -121,14 +158,15 @@ class SeriesHistory:
     def sample(self, now_ns: int | None = None) -> None:
         """Copy each series' newest value into its rings (called about once a second)."""
         for source, latest in self._latest.items():
-            for (device, quantity), r in list(latest.items()):
+            for (device, quantity), entry in list(latest.items()):
                 key = (source, device, quantity)
                 series = self._series.get(key)
+                if series is not None and entry is series.sampled:
+                    continue
+                r = as_reading(entry, quantity)
                 if series is None:
                     series = self._series[key] = Series(source, device, quantity, r.unit)
-                if r is series.sampled:
-                    continue
-                series.sampled = r
+                series.sampled = entry
                 series.unit = r.unit
                 value = r.value
                 if isinstance(value, bool | int | float) and math.isfinite(float(value)):
@@ -171,8 +209,8 @@ class SeriesHistory:
     def latest(self, source: str | None = None) -> Iterator[tuple[str, Reading]]:
         """The newest reading of every series (of one source)."""
         for name, latest in self._latest.items() if source is None else ((source, self._latest.get(source, {})),):
-            for r in latest.values():
-                yield name, r
+            for (_, quantity), entry in latest.items():
+                yield name, as_reading(entry, quantity)
 
     def series(self) -> list[Series]:
         return list(self._series.values())
