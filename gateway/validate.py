@@ -117,11 +117,11 @@ class ReadingValidator:
 
         The same checks, in the same order, as ``problem`` for each value's Reading; the timestamp, the device,
         site, gateway and tags are checked once per frame, the quantities and units once per layout."""
-        n = len(frame.values)
         ts = frame.ts_ns
         if type(ts) is not int or not MIN_TS_NS <= ts <= now_ns + self.max_future_ns:
-            return [self._ts_problem(ts, now_ns)] * n
-        layout = _layout_problems(frame.fields)
+            return [self._ts_problem(ts, now_ns)] * len(frame.values)
+        memo = frame.fields.memo
+        layout = memo[_LAYOUT_MEMO] if _LAYOUT_MEMO in memo else _layout_problems(frame.fields)
         good = self._good
         try:
             if layout is None and device in good and frame.site in good and frame.gateway in good:
@@ -133,6 +133,7 @@ class ReadingValidator:
                     return None
         except TypeError:  # an unhashable name: the checks below say what is wrong
             pass
+        n = len(frame.values)
         problem = self._name_problem("device", device)
         if problem is not None:
             return [problem] * n

@@ -160,3 +160,13 @@ def test_the_status_page_history_takes_frames_without_expanding_them() -> None:
     assert [v for _, v in history.points(("bus", "m", "voltage"), NOW_NS - 10**10, NOW_NS + 2 * 10**10)] == [
         230.0, 231.0,
     ]  # fmt: skip
+
+
+def test_make_frame_builds_what_the_constructor_builds() -> None:
+    from gateway.frame_make import make_frame
+
+    layout = FrameFields.of(["voltage", "current"], ["V", "A"])
+    args = (NOW_NS, "s", "g", "m", layout, (230.0, 5.0), {"phase": "L1"}, (Quality.GOOD, Quality.BAD))
+    made = make_frame(*args)  # type: ignore[arg-type]
+    assert made == Frame(*args)  # type: ignore[arg-type]
+    assert [getattr(made, name) for name in Frame.__slots__] == list(args)

@@ -34,6 +34,7 @@ from gateway.drivers.modbus.config import FieldSpec
 from gateway.drivers.modbus.decode import _STRUCT
 from gateway.drivers.modbus.planner import ReadRequest, Span
 from gateway.frame import Frame, FrameFields
+from gateway.frame_make import make_frame
 from gateway.model import Quality, Value
 from gateway.quantities import QUANTITIES, UNIT_ALIASES
 
@@ -277,6 +278,7 @@ class Assembly:
             for group in groups
             if all(i in position for i in group.indexes)
         ]
+        self.values = sum(len(fields) for _, fields, _ in self.frames)
 
     def build(
         self,
@@ -294,5 +296,5 @@ class Assembly:
                 quals = pick(qualities)
                 if quals.count(Quality.GOOD) == len(quals):
                     quals = None
-            out.append(Frame(ts_ns, site, gateway, device, fields, pick(values), tags, quals))  # type: ignore[arg-type]
+            out.append(make_frame(ts_ns, site, gateway, device, fields, pick(values), tags, quals))  # type: ignore[arg-type]
         return out

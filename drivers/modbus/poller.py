@@ -175,15 +175,15 @@ class DevicePoller:
             self.plan = new_plan
             self._assembly = None
         if complete and decoded:
-            result.frames = self._frames(ts_ns, decoded)
+            result.frames, result.values = self._frames(ts_ns, decoded)
         else:
             result.frames = self._partial_frames(ts_ns, decoded, results)
-        result.values = sum(len(f.values) for f in result.frames)
+            result.values = sum(len(f.values) for f in result.frames)
         if detail:
             result.fields = [results[i] for i in sorted(results)]
         return result
 
-    def _frames(self, ts_ns: int, decoded: list[Decoded]) -> list[Frame]:
+    def _frames(self, ts_ns: int, decoded: list[Decoded]) -> tuple[list[Frame], int]:
         """Every block of the plan decoded in bulk: the precomputed assembly, no per-value work."""
         assembly = self._assembly
         if assembly is None:
@@ -198,7 +198,8 @@ class DevicePoller:
                 for block, _, statuses in decoded
                 for status in (statuses or ("ok",) * len(block.indexes))
             )
-        return assembly.build(ts_ns, self.ctx.site, self.ctx.gateway, self.device.name, values, qualities)
+        frames = assembly.build(ts_ns, self.ctx.site, self.ctx.gateway, self.device.name, values, qualities)
+        return frames, assembly.values
 
     def _partial_frames(
         self,
