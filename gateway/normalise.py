@@ -177,7 +177,7 @@ class Normaliser:
             return
         mismatched: list[int] = []
         if plan:
-            values, fields, mismatched = self._convert(f, device, plan)
+            values, fields, mismatched = self._convert(f, device, plan, keep)
         frame = make_frame(f.ts_ns, f.site, f.gateway, device, fields, values, tags, f.qualities)
         positions = range(len(values)) if keep is None else keep
         self._count(outcomes, device, f.qualities, positions, mismatched)
@@ -245,13 +245,17 @@ class Normaliser:
         return kept
 
     def _convert(
-        self, f: Frame, device: str, plan: tuple[tuple[int, str], ...]
+        self, f: Frame, device: str, plan: tuple[tuple[int, str], ...], keep: list[int] | None
     ) -> tuple[Sequence[Value], FrameFields, list[int]]:
-        """Values, layout and unconvertible positions after unit conversion (only numbers are converted)."""
+        """Values, layout and unconvertible positions after unit conversion (only numbers are converted, and only
+        the values kept: a dropped value is not also reported for its unit)."""
         values = list(f.values)
         units = list(f.fields.units)
         mismatched = []
+        kept = None if keep is None else set(keep)
         for i, canonical in plan:
+            if kept is not None and i not in kept:
+                continue
             value = values[i]
             if not isinstance(value, int | float) or isinstance(value, bool):
                 continue
