@@ -189,6 +189,8 @@ class Normaliser:
         if hit is not None and hit[0] is tags:
             return hit[1]
         merged = merge(tags)
+        if merged == tags:  # the driver merged the source's tags already (Modbus does): keep the frame as it is
+            merged = tags  # type: ignore[assignment]
         if not isinstance(tags, dict):  # a dict could change after this
             if len(self._merged_by_id) >= 10_000:
                 self._merged_by_id.clear()

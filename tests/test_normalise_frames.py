@@ -128,6 +128,18 @@ def test_an_unchanged_frame_is_passed_on_as_is() -> None:
     assert outcomes == {("m", "ok"): 1, ("m", "bad"): 1, ("m", "uncertain"): 1}
 
 
+def test_a_frame_that_holds_the_source_tags_already_is_passed_on_as_is() -> None:
+    from types import MappingProxyType
+
+    n, _ = _normaliser()  # source tags {"zone": "z"}, which the Modbus driver merges into its frames itself
+    frame = _frame((230.0, 5.0), tags=MappingProxyType({"zone": "z", "phase": "L1"}))
+    out, _ = n.prepare_at([frame], NOW_NS)
+    assert out[0] is frame
+    other = _frame((230.0, 5.0), tags=MappingProxyType({"phase": "L1"}))
+    (merged,) = n.prepare_at([other], NOW_NS)[0]
+    assert dict(merged.tags) == {"zone": "z", "phase": "L1"}
+
+
 def test_mixed_readings_and_frames_keep_their_order() -> None:
     n, _ = _normaliser()
     first = make_reading(NOW_NS, "s", "g", "serial", "temperature", 21.5, "Cel", EMPTY_TAGS, Quality.GOOD)
