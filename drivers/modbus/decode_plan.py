@@ -264,20 +264,17 @@ def tag_groups(field_tags: Sequence[Mapping[str, str]]) -> list[TagGroup]:
 
 
 class Assembly:
-    """One poll of a whole plan, every block decoded: block outputs -> one frame per tag set."""
+    """The frames of one poll from the outputs of the blocks that decoded (one frame per tag set present)."""
 
     def __init__(self, blocks: Sequence[BlockDecoder], groups: Sequence[TagGroup], units: Sequence[str],
                  quantities: Sequence[str]) -> None:  # fmt: skip
         position = {i: p for p, i in enumerate(i for b in blocks for i in b.indexes)}
-        self.frames = [
-            (
-                group.tags,
-                FrameFields.of([quantities[i] for i in group.indexes], [units[i] for i in group.indexes]),
-                picker([position[i] for i in group.indexes]),
-            )
-            for group in groups
-            if all(i in position for i in group.indexes)
-        ]
+        self.frames = []
+        for group in groups:
+            present = [i for i in group.indexes if i in position]  # a failed request's fields are absent
+            if present:
+                fields = FrameFields.of([quantities[i] for i in present], [units[i] for i in present])
+                self.frames.append((group.tags, fields, picker([position[i] for i in present])))
         self.values = sum(len(fields) for _, fields, _ in self.frames)
 
     def build(

@@ -90,7 +90,8 @@ class DevicePoller:
         self.quantities = [spec.quantity for spec in device.fields]
         self.units = [final_unit(spec)[0] for spec in device.fields]
         self._blocks: dict[ReadRequest, BlockDecoder] = {}
-        self._assembly: Assembly | None = None  # for self.plan
+        # By the blocks that decoded: the whole plan on most polls, fewer when a request failed.
+        self._assemblies: dict[tuple[BlockDecoder, ...], Assembly] = {}
 
     def _block(self, req: ReadRequest) -> BlockDecoder:
         block = self._blocks.get(req)
@@ -111,7 +112,7 @@ class DevicePoller:
         decoded: list[Decoded] = []
         queue = list(self.plan)
         new_plan: list[ReadRequest] = []
-        complete = not detail
+        in_bulk = not detail  # every block that answered was decoded in bulk
         while queue:
             req = queue.pop(0)
             result.requests += 1
@@ -133,7 +134,6 @@ class DevicePoller:
                     continue
                 self.ctx.count_error(exc.kind, dev.name)
                 new_plan.append(req)
-                complete = False
                 if detail:
                     for i in req.fields:
                         results[i] = FieldResult(dev.fields[i], status=f"exception {exc.code}")
@@ -141,7 +141,6 @@ class DevicePoller:
             except ModbusTransportError as exc:
                 self.ctx.count_error(exc.kind, dev.name)
                 new_plan.append(req)
-                complete = False
                 if detail:
                     for i in req.fields:
                         results[i] = FieldResult(dev.fields[i], status=exc.kind)
@@ -161,7 +160,7 @@ class DevicePoller:
             block = None if detail else self._block(req)
             out = None if block is None else block.decode(words)
             if block is None or out is None:  # probe detail, or words that do not decode in bulk
-                complete = False
+                in_bulk = False
                 for i in req.fields:
                     results[i] = self._field(i, req, words)
                 continue
@@ -171,10 +170,8 @@ class DevicePoller:
                     if status != "ok":
                         self.ctx.count_error(status, dev.name)
             decoded.append((block, values, statuses))
-        if new_plan != self.plan:
-            self.plan = new_plan
-            self._assembly = None
-        if complete and decoded:
+        self.plan = new_plan
+        if in_bulk:
             result.frames, result.values = self._frames(ts_ns, decoded)
         else:
             result.frames = self._partial_frames(ts_ns, decoded, results)
@@ -184,10 +181,13 @@ class DevicePoller:
         return result
 
     def _frames(self, ts_ns: int, decoded: list[Decoded]) -> tuple[list[Frame], int]:
-        """Every block of the plan decoded in bulk: the precomputed assembly, no per-value work."""
-        assembly = self._assembly
+        """Every block that answered decoded in bulk: an assembly cached per set of blocks, no per-value work."""
+        blocks = tuple(b for b, _, _ in decoded)
+        assembly = self._assemblies.get(blocks)
         if assembly is None:
-            assembly = self._assembly = Assembly([b for b, _, _ in decoded], self.groups, self.units, self.quantities)
+            if len(self._assemblies) >= 64:  # requests failing in ever new combinations: stay bounded
+                self._assemblies.clear()
+            assembly = self._assemblies[blocks] = Assembly(blocks, self.groups, self.units, self.quantities)
         values: tuple[Value, ...] = ()
         for _, block_values, _ in decoded:
             values += block_values
@@ -207,7 +207,7 @@ class DevicePoller:
         decoded: list[Decoded],
         results: dict[int, FieldResult],
     ) -> list[Frame]:
-        """Some fields missing or decoded one by one: a layout for this poll's fields (rare: a failed request)."""
+        """Some fields decoded one by one (probe detail, words that do not fit): a layout for this poll's fields."""
         got: dict[int, tuple[Value, str, Quality]] = {}
         for block, values, statuses in decoded:
             for k, (i, value) in enumerate(zip(block.indexes, values, strict=True)):

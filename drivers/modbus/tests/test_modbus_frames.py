@@ -50,7 +50,9 @@ def _reference(poller: DevicePoller, answers: Answers, ts: int) -> list[Reading]
     dev = poller.device
     out = []
     for req in poller.plan:
-        words = answers[(req.table, req.address, req.count)]
+        words = answers.get((req.table, req.address, req.count))
+        if words is None:  # the request failed: its fields are lost for the poll
+            continue
         for i in req.fields:
             span = dev.spans[i]
             raw = words[span.address - req.address : span.address - req.address + span.count]
@@ -193,3 +195,33 @@ def test_words_that_do_not_fit_fall_back_to_the_per_field_path() -> None:
     assert block.decode([0] * holding.count) is not None
     assert block.decode([0x10000] + [0] * (holding.count - 1)) is None  # not a 16-bit word
     assert block.decode([0] * (holding.count - 1)) is None  # a short answer
+
+
+async def test_a_refused_field_is_absent_from_the_frames_and_the_rest_stays_in_bulk() -> None:
+    devices = devices_from_profiles({4: "eastron-sdm630"})
+    sim = ModbusSimulator(devices, seed=1)
+    sim.fault(4).exception_addresses = {0x46}  # frequency refuses to be read: its coalesced request is split
+    port = await sim.serve_tcp()
+    cfg = ModbusSourceConfig.model_validate({
+        "driver": "modbus", "name": "bus", "host": "127.0.0.1", "port": port, "timeout": 1.0,
+        "devices": [{"name": "d", "unit_id": 4, "profile": "eastron-sdm630"}],
+    })  # fmt: skip
+    bus = Bus(cfg)
+    try:
+        await bus.connect()
+        recording = RecordingBus(bus)
+        poller = DevicePoller(resolve_device(cfg.devices[0], cfg, 0), recording, make_context())  # type: ignore[arg-type]
+        polls = [await poller.poll(ts) for ts in (10**18, 10**18 + 10**9)]
+    finally:
+        bus.close()
+        await sim.close()
+    for result in polls:
+        readings = as_readings(result.frames)
+        assert len(readings) == result.values == len(poller.device.fields) - 1
+        assert "frequency" not in {r.quantity for r in readings}
+    # the second poll (split plan, one request failing) is decoded in bulk: one assembly per set of blocks
+    answered = tuple(poller._block(r) for r in poller.plan if r.address != 0x46)
+    assert answered in poller._assemblies
+    assert sorted(map(_key, as_readings(polls[1].frames))) == sorted(
+        map(_key, _reference(poller, recording.answers, 10**18 + 10**9))
+    )
