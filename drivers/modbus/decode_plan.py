@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import add, itemgetter, le, mul
 from typing import Final
@@ -94,6 +94,12 @@ def _or(bound: float | None, default: float) -> float:
     return default if bound is None else bound
 
 
+def _adds(specs: Iterable[FieldSpec]) -> bool:
+    """Whether ``+ offset`` can change a result: always, unless every offset is 0 and every product is an
+    integer times a positive scale (never -0.0, which ``+ 0.0`` would turn into 0.0 as field_value does)."""
+    return any(s.offset != 0.0 or s.scale <= 0.0 or s.type in ("float32", "float64") for s in specs)
+
+
 @dataclass(frozen=True, slots=True)
 class _Arith:
     """Fields that share one sequence of operations: ``raw [* scale + offset] [* factor]``."""
@@ -106,7 +112,9 @@ class _Arith:
     def apply(self, raw: tuple[object, ...]) -> tuple[Value, ...]:
         values = self.positions(raw)
         if self.scales is not None:
-            values = map(add, map(mul, values, self.scales), self.offsets)  # type: ignore[arg-type, assignment]
+            values = map(mul, values, self.scales)  # type: ignore[assignment]
+            if self.offsets is not None:
+                values = map(add, values, self.offsets)  # type: ignore[assignment]
         if self.factors is not None:
             values = map(mul, values, self.factors)  # type: ignore[assignment]
         return tuple(values)  # type: ignore[arg-type]
@@ -173,7 +181,7 @@ class BlockDecoder:
             _Arith(
                 picker(ks),
                 tuple(specs[k].scale for k in ks) if scaled else None,
-                tuple(specs[k].offset for k in ks) if scaled else None,
+                tuple(specs[k].offset for k in ks) if scaled and _adds(specs[k] for k in ks) else None,
                 tuple(final_unit(specs[k])[1] for k in ks) if converted else None,  # type: ignore[misc]
             )
             for (scaled, converted), ks in arith.items()

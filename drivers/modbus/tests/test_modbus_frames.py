@@ -144,8 +144,16 @@ _SPECS: list[dict[str, Any]] = [
 ]
 
 
-def _device(max_gap: int) -> tuple[list[FieldSpec], list[Span], list[Any]]:
-    fields = [FieldSpec.model_validate(s) for s in _SPECS]
+# Scaled without an offset: whether "+ 0.0" may be skipped (it turns -0.0 into 0.0, as field_value does)
+_NO_OFFSET: list[dict[str, Any]] = [
+    {"quantity": "current", "address": 0, "type": "float32", "scale": 2.0},
+    {"quantity": "current", "address": 2, "type": "int16", "scale": -0.5, "tags": {"phase": "L3"}},
+    {"quantity": "current", "address": 3, "type": "uint16", "scale": 0.01, "tags": {"phase": "L2"}},
+]
+
+
+def _device(max_gap: int, specs: list[dict[str, Any]] = _SPECS) -> tuple[list[FieldSpec], list[Span], list[Any]]:
+    fields = [FieldSpec.model_validate(s) for s in specs]
     spans = [Span(f.table, f.address, f.span) for f in fields]
     return fields, spans, plan_requests(spans, max_registers=125, max_gap=max_gap)
 
@@ -160,8 +168,8 @@ def _reference_block(fields: Sequence[FieldSpec], spans: Sequence[Span], req: An
 
 
 def _same(a: Any, b: Any) -> bool:
-    if type(a) is float and type(b) is float and math.isnan(a):
-        return math.isnan(b)
+    if type(a) is float and type(b) is float:  # bit for bit: NaN is NaN, -0.0 is not 0.0
+        return struct.pack(">d", a) == struct.pack(">d", b) or (math.isnan(a) and math.isnan(b))
     return type(a) is type(b) and a == b
 
 
@@ -174,18 +182,32 @@ def test_block_decoder_equals_field_value(data: st.DataObject, max_gap: int) -> 
             words: list[Any] = data.draw(st.lists(st.booleans(), min_size=req.count, max_size=req.count + 7))
         else:
             words = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=req.count, max_size=req.count))
-        block = BlockDecoder(req, fields, spans)
-        decoded = block.decode(words)
-        assert decoded is not None
-        values, statuses = decoded
-        expected = _reference_block(fields, spans, req, words)
-        assert len(values) == len(expected)
-        for k, (value, (ref_value, ref_unit, ref_quality, ref_status)) in enumerate(zip(values, expected, strict=True)):
-            assert _same(value, ref_value), (fields[req.fields[k]], value, ref_value)
-            assert block.units[k] == ref_unit
-            status = "ok" if statuses is None else statuses[k]
-            assert status == ref_status
-            assert (Quality.GOOD if status == "ok" else Quality.BAD) == ref_quality
+        _check_block(fields, spans, req, words)
+
+
+@pytest.mark.parametrize("specs", [_SPECS, _NO_OFFSET], ids=["every_feature", "no_offset"])
+@pytest.mark.parametrize("word", [0, 0x8000, 0xFFFF, 0x7F80])  # zeros (and -0.0), sign bits, NaN, inf
+def test_block_decoder_equals_field_value_on_edge_words(word: int, specs: list[dict[str, Any]]) -> None:
+    fields, spans, plan = _device(8, specs)
+    for req in plan:
+        _check_block(
+            fields, spans, req, [bool(word)] * req.count if req.table in ("coil", "discrete") else [word] * req.count
+        )
+
+
+def _check_block(fields: list[FieldSpec], spans: list[Span], req: Any, words: list[Any]) -> None:
+    block = BlockDecoder(req, fields, spans)
+    decoded = block.decode(words)
+    assert decoded is not None
+    values, statuses = decoded
+    expected = _reference_block(fields, spans, req, words)
+    assert len(values) == len(expected)
+    for k, (value, (ref_value, ref_unit, ref_quality, ref_status)) in enumerate(zip(values, expected, strict=True)):
+        assert _same(value, ref_value), (fields[req.fields[k]], value, ref_value)
+        assert block.units[k] == ref_unit
+        status = "ok" if statuses is None else statuses[k]
+        assert status == ref_status
+        assert (Quality.GOOD if status == "ok" else Quality.BAD) == ref_quality
 
 
 def test_words_that_do_not_fit_fall_back_to_the_per_field_path() -> None:
