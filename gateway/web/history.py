@@ -53,15 +53,19 @@ def _keys(fields: FrameFields, device: str) -> tuple[tuple[str, str], ...]:
     return keys
 
 
+def _position(frame: Frame, quantity: str) -> int:
+    positions: dict[str, int] | None = frame.fields.memo.get(_POSITION_MEMO)
+    if positions is None:
+        # the last position wins, as the last of a batch of readings does
+        positions = frame.fields.memo[_POSITION_MEMO] = {q: i for i, q in enumerate(frame.fields.quantities)}
+    return positions[quantity]
+
+
 def as_reading(entry: Latest, quantity: str) -> Reading:
     """The Reading of ``quantity`` that a latest-value entry stands for."""
     if not isinstance(entry, Frame):
         return entry
-    positions: dict[str, int] | None = entry.fields.memo.get(_POSITION_MEMO)
-    if positions is None:
-        # the last position wins, as the last of a batch of readings does
-        positions = entry.fields.memo[_POSITION_MEMO] = {q: i for i, q in enumerate(entry.fields.quantities)}
-    i = positions[quantity]
+    i = _position(entry, quantity)
     return make_reading(entry.ts_ns, entry.site, entry.gateway, entry.device, quantity, entry.values[i],
                         entry.fields.units[i], entry.tags, entry.quality(i))  # fmt: skip
 
@@ -163,14 +167,17 @@ class SeriesHistory:
                 series = self._series.get(key)
                 if series is not None and entry is series.sampled:
                     continue
-                r = as_reading(entry, quantity)
+                if isinstance(entry, Frame):  # no Reading needed: the value, unit and time are in the frame
+                    i = _position(entry, quantity)
+                    ts_ns, value, unit = entry.ts_ns, entry.values[i], entry.fields.units[i]
+                else:
+                    ts_ns, value, unit = entry.ts_ns, entry.value, entry.unit
                 if series is None:
-                    series = self._series[key] = Series(source, device, quantity, r.unit)
+                    series = self._series[key] = Series(source, device, quantity, unit)
                 series.sampled = entry
-                series.unit = r.unit
-                value = r.value
+                series.unit = unit
                 if isinstance(value, bool | int | float) and math.isfinite(float(value)):
-                    self._put(series, r.ts_ns, float(value))
+                    self._put(series, ts_ns, float(value))
 
     def record(self, key: SeriesKey, unit: str, value: float, ts_ns: int | None = None) -> None:
         """A gateway's own series (e.g. the buffer depth), sampled by the caller."""
