@@ -160,11 +160,13 @@ def test_the_status_page_history_takes_frames_without_expanding_them() -> None:
     frame = _frame((230.0, 5.0, 1150.0), qualities=(Quality.GOOD, Quality.BAD, Quality.GOOD))
     observe([reading, frame])
     assert history.observed_total == 4
-    latest = {r.quantity: r for _, r in history.latest("bus")}
-    assert {q: (r.value, r.unit, r.quality) for q, r in latest.items()} == {
+    expected = {
         "voltage": (230.0, "V", Quality.GOOD), "current": (5.0, "A", Quality.BAD),
         "active_power": (1150.0, "W", Quality.GOOD),
     }  # fmt: skip
+    latest = {r.quantity: r for _, r in history.latest("bus")}
+    assert {q: (r.value, r.unit, r.quality) for q, r in latest.items()} == expected
+    assert {p.quantity: (p.value, p.unit, p.quality) for p in history.latest_points("bus")} == expected  # the page
     history.sample()
     assert history.points(("bus", "m", "current"), NOW_NS - 10**10, NOW_NS + 10**10) == [(NOW_NS, 5.0)]
     observe([_frame((231.0,), ts_ns=NOW_NS + 10**10)])  # a newer frame with only one of the series
