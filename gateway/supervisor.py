@@ -19,7 +19,7 @@ from gateway.aggregate import WindowAggregator
 from gateway.aio import raise_if_cancel_requested
 from gateway.config import LoadedSource
 from gateway.driver import Driver, DriverContext, PolledDriver, PushDriver
-from gateway.frame import Frame, as_readings
+from gateway.frame import Item, as_readings, count_values
 from gateway.metrics import Metrics
 from gateway.model import Reading
 from gateway.normalise import Normaliser, Outcomes
@@ -89,15 +89,15 @@ class SourceSupervisor:
         self.aggregator = WindowAggregator(self.config.aggregate) if self.config.aggregate is not None else None
         self.aggregates_total = 0
 
-    async def emit(self, items: Sequence[Reading | Frame], *, wait_commit: bool = True) -> None:
-        # FOUNDATION: frames are normalised value by value until the normaliser takes frames.
-        readings: Sequence[Reading] = as_readings(items) if any(type(i) is Frame for i in items) else items  # type: ignore[assignment]
-        normalised, outcomes = self.normaliser.prepare(readings)
+    async def emit(self, items: Sequence[Item], *, wait_commit: bool = True) -> None:
+        # Frames stay frames from here to the buffer; readings_total and the outcomes count values.
+        normalised, outcomes = self.normaliser.prepare(items)
         if self.aggregator is not None:
-            # Held in memory until their window is sent (gateway/aggregate.py, "Durability").
-            self.aggregator.add(normalised, time.time_ns())
+            # Held in memory until their window is sent (gateway/aggregate.py, "Durability"); windows are per
+            # series, so the aggregator takes the values one by one.
+            self.aggregator.add(as_readings(normalised), time.time_ns())
             self.normaliser.count(outcomes)
-            self.readings_total += len(normalised)
+            self.readings_total += count_values(normalised)
         elif not wait_commit:
             # Queued for the next commit; counted when it is committed (never, if given up: the writer counts those).
             await self.writer.emit(
@@ -113,15 +113,15 @@ class SourceSupervisor:
         if self.failing is not None and isinstance(self.driver, PushDriver):
             self._recovered()
 
-    async def _commit_counted(self, readings: Sequence[Reading], outcomes: Outcomes) -> None:
+    async def _commit_counted(self, readings: Sequence[Item], outcomes: Outcomes) -> None:
         await self._commit(readings)
         self._counted(readings, outcomes)
 
-    def _counted(self, readings: Sequence[Reading], outcomes: Outcomes) -> None:
+    def _counted(self, readings: Sequence[Item], outcomes: Outcomes) -> None:
         self.normaliser.count(outcomes)
-        self.readings_total += len(readings)
+        self.readings_total += count_values(readings)
 
-    async def _commit(self, readings: Sequence[Reading]) -> None:
+    async def _commit(self, readings: Sequence[Item]) -> None:
         await self.writer.emit(readings)
 
     def _failed(self, exc: BaseException, where: str) -> None:

@@ -33,10 +33,13 @@ from gateway.drivers.lorawan.driver import LoRaWANDriver
 from gateway.drivers.lorawan.events import EventError
 from gateway.drivers.modbus.config import FieldSpec as ModbusField
 from gateway.drivers.modbus.decode import DATA_TYPES, WORD_ORDERS, DecodeError, RegisterValue, encode_value
+from gateway.drivers.modbus.decode_plan import BlockDecoder
+from gateway.drivers.modbus.planner import Span, plan_requests
 from gateway.drivers.modbus.poller import field_value
 from gateway.drivers.serial.config import DecoderConfig, SerialSourceConfig, resolve
 from gateway.drivers.serial.nmea import NMEAError, parse_fix
 from gateway.drivers.serial.stream import StreamDecoder
+from gateway.frame import as_readings
 from gateway.model import Reading
 from gateway.normalise import Normaliser
 from gateway.profiles import load_profile
@@ -183,6 +186,35 @@ def _modbus(data: bytes) -> object:
     return field_value(spec, words)
 
 
+def _modbus_block(data: bytes) -> object:
+    """Two or three fields side by side (bytes 0-11 choose them, as above), read as one request and decoded in bulk:
+    the values must be exactly what the per-field decoder makes of the same words."""
+    head = data[:12].ljust(12, b"\x00")
+    specs = [_modbus_field(*head[k : k + 4]) for k in range(0, 12, 4)][: 2 + head[11] % 2]
+    fields: list[ModbusField] = []
+    for spec in specs:
+        if spec is not None:
+            fields.append(spec.model_copy(update={"address": sum(f.span for f in fields)}))
+    if not fields:
+        return None
+    spans = [Span(f.table, f.address, f.span) for f in fields]
+    (request,) = plan_requests(spans)
+    body = data[12:]
+    words = [int.from_bytes(body[i : i + 2], "big") for i in range(0, len(body) - 1, 2)][: request.count]
+    decoded = BlockDecoder(request, fields, spans).decode(words)
+    if decoded is None:  # does not fit: the poller decodes field by field, which must refuse it
+        for f in fields:
+            field_value(f, words[f.address : f.address + f.span])
+        raise DecodeError(f"{len(words)} words for {request.count} registers")
+    values, statuses = decoded
+    for k, f in enumerate(fields):
+        value, _unit, _quality, status = field_value(f, words[f.address : f.address + f.span])
+        same = value == values[k] or (value != value and values[k] != values[k])  # NaN is NaN
+        if not same or type(value) is not type(values[k]) or status != ("ok" if statuses is None else statuses[k]):
+            raise AssertionError(f"bulk {values[k]!r} ({statuses}) != per field {value!r} ({status}) for {f}")
+    return values
+
+
 def _modbus_seeds() -> tuple[bytes, ...]:
     out = []
     for t, data_type in enumerate(DATA_TYPES):
@@ -295,7 +327,7 @@ def _lorawan_target(server: Server) -> Target:
         # "<topic>\n<payload>": the topic decides the event type, and is fuzzed too.
         topic, _, payload = data.partition(b"\n")
         readings = driver.process(topic.decode("utf-8", "replace"), payload, [])
-        return storable(normaliser.normalise(readings))
+        return storable(as_readings(normaliser.normalise(readings)))
 
     app = config.application
     now = time.time_ns()
@@ -377,6 +409,8 @@ def _config_target() -> Target:
 def targets() -> dict[str, Target]:
     """Every fuzz target by name (built once: profiles and plugins are loaded here)."""
     all_ = [Target("modbus.decode", _modbus, _modbus_seeds(), (DecodeError,))]
+    block_seeds = tuple(bytes([s[0], s[1], 0, 0] * 3) + s[4:] * 3 for s in _modbus_seeds())
+    all_.append(Target("modbus.block", _modbus_block, block_seeds, (DecodeError,)))
     all_ += _serial_targets() + _lora_targets() + [_config_target()]
     return {t.name: t for t in all_}
 

@@ -138,3 +138,35 @@ aggregate = { window = "1s", stats = ["mean", "min", "max"], grace = "0.2s" }
     assert ranges[0][0] == 0 and ranges[-1][1] == supervisor.readings_total - 1
     assert all(nxt[0] == prev[1] + 1 for prev, nxt in itertools.pairwise(ranges))
     assert all(w["mean"] == (w["min"] + w["max"]) / 2 for w in windows.values())
+
+
+async def test_an_aggregated_source_takes_frames_value_by_value(tmp_path: Path) -> None:
+    from gateway.buffer import AsyncBuffer
+    from gateway.frame import Frame, FrameFields
+    from gateway.supervisor import SourceSupervisor
+    from gateway.writer import BufferWriter
+
+    source = """
+[[sources]]
+driver = "simulated"
+name = "meter"
+devices = [{ name = "m" }]
+aggregate = { window = "60s", stats = ["mean", "max"] }
+"""
+    cfg = load_config(write_config(tmp_path / "gw.toml", tmp_path / "state", source))
+    buffer = await AsyncBuffer.open(tmp_path / "buffer.sqlite")
+    try:
+        writer = BufferWriter(buffer, flush_interval_s=0.05, flush_max_readings=1000)
+        sup = SourceSupervisor(cfg.sources[0], site="s", gateway="g", state_dir=str(tmp_path), writer=writer,
+                               metrics=None)  # fmt: skip
+        layout = FrameFields.of(["voltage", "current"], ["V", "A"])
+        start = 1_700_000_040 * S  # a window start (60 s)
+        for k, (v, a) in enumerate([(230.0, 4.0), (232.0, 6.0)]):
+            await sup.emit([Frame(start + k * S, "s", "g", "m", layout, (v, a))], wait_commit=False)
+        assert sup.readings_total == 4
+        assert sup.aggregator is not None and sup.aggregator.open_windows == 2  # one per series
+        got = {(r.quantity, r.tags.get("stat", "mean")): r.value for r in sup.aggregator.close_all()}
+        assert got == {("voltage", "mean"): 231.0, ("voltage", "max"): 232.0,
+                       ("current", "mean"): 5.0, ("current", "max"): 6.0}  # fmt: skip
+    finally:
+        await buffer.close()

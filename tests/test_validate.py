@@ -110,3 +110,34 @@ def test_a_tag_set_accepted_once_is_not_checked_again_but_a_new_bad_one_is() -> 
     problem = validator.problem(reading(bad), "d", now)
     assert problem is not None and problem[0] == BAD_TAG
     assert validator.problem(reading(bad), "d", now) is not None  # a refused set is never cached
+
+
+def test_an_empty_unit_accepted_once_does_not_make_an_empty_tag_key_acceptable() -> None:
+    from gateway.model import Reading
+    from gateway.validate import BAD_TAG, ReadingValidator
+
+    validator = ReadingValidator()
+    now = 1_700_000_000_000_000_000
+    assert validator.problem(Reading(now, "s", "g", "d", "status", "on", ""), "d", now) is None  # "" is a unit
+    problem = validator.problem(Reading(now, "s", "g", "d", "status", "on", "", {"": "x"}), "d", now)
+    assert problem is not None and problem[0] == BAD_TAG
+
+
+async def test_frames_are_refused_and_committed_value_by_value_counted(
+    two_sources: tuple[list[SourceSupervisor], AsyncBuffer, Metrics],
+) -> None:
+    from gateway.frame import Frame, FrameFields
+
+    (lora, steady), buffer, metrics = two_sources
+    layout = FrameFields.of(["sequence", "sequence", "sequence"], ["count", "count", "count"])
+    good = Frame(now_ns(), "test-site", "gw", "dev", layout, (1, 2, 3))
+    bad = Frame(now_ns(), "test-site", "gw", "node\n7", layout, (4, 5, 6))
+    await asyncio.gather(lora.emit([good, bad]), steady.emit([reading(10, device="other")]))
+    stored = sorted(int(b.reading.value) for b in await buffer.take("local", 100))  # type: ignore[arg-type]
+    assert stored == [1, 2, 3, 10]
+    sample = metrics.registry.get_sample_value
+    assert (
+        sample("gateway_readings_refused_total", {"driver": "simulated", "source": "lora", "reason": "bad_name"}) == 3
+    )
+    assert sample("gateway_readings_total", {"driver": "simulated", "device": "dev", "outcome": "ok"}) == 3
+    assert lora.readings_total == 3

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.buffer import AsyncBuffer
 from gateway.buffer_types import AppendResult
+from gateway.frame import Frame, FrameFields
 from gateway.metrics import Metrics
 from gateway.model import Reading
 from gateway.writer import NOWAIT_ATTEMPTS, BufferWriter
@@ -119,3 +120,26 @@ async def test_nowait_readings_are_given_up_and_counted_after_repeated_failures(
     assert writer.commit_failed_total == 4
     assert metrics.registry.get_sample_value("gateway_buffer_commit_failed_readings_total") == 4
     assert [item.reading.value for item in await buffer.take("probe", 100)] == [4]
+
+
+def frame(n: int, start: int = 0) -> Frame:
+    layout = FrameFields.of(["sequence"] * n, ["count"] * n)
+    return Frame(1_700_000_000_000_000_000 + start, "s", "g", "d", layout, tuple(range(start, start + n)))
+
+
+async def test_frames_count_as_their_values_in_the_queue_bound_and_when_committed(buffer: AsyncBuffer) -> None:
+    writer = BufferWriter(buffer, flush_interval_s=60, flush_max_readings=10_000, max_pending=10)
+    committed: list[int] = []
+    await writer.emit([frame(10)], wait_commit=False, on_committed=lambda: committed.append(10))
+    assert writer.pending == 10  # one frame, ten values
+    blocked = asyncio.create_task(
+        writer.emit([frame(5, start=10)], wait_commit=False, on_committed=lambda: committed.append(5))
+    )
+    await asyncio.sleep(0)  # the emit runs up to its wait for room
+    assert writer.pending == 10, "a frame over max_pending=10 values must wait for room, not be queued"
+    async with running(writer):
+        async with asyncio.timeout(10):
+            await blocked
+    assert writer.pending == 0 and writer.committed_total == 15
+    assert committed == [10, 5]
+    assert [item.reading.value for item in await buffer.take("probe", 100)] == list(range(15))

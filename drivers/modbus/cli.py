@@ -142,7 +142,7 @@ async def probe_async(args: argparse.Namespace, out: TextIO) -> int:
     bus = Bus(cfg)
     try:
         await bus.connect()
-        result = await DevicePoller(device, bus, ctx).poll(time.time_ns())
+        result = await DevicePoller(device, bus, ctx).poll(time.time_ns(), detail=True)
     except BusUnavailable as exc:
         print(f"error: {exc}\n{NO_ANSWER_HELP}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
-"""Poll one device once: run its read plan, decode fields, build readings.
+"""Poll one device once: run its read plan, decode each block in bulk, build one frame per tag set.
 
-A failed request loses only its own fields; a request the device refuses as a
-whole (illegal address or value, typically a hole in a coalesced range) is
-split into one request per field, for this poll and all later ones.
+A failed request loses only its own fields (absent from that poll's frames); a
+request the device refuses as a whole (illegal address or value, typically a
+hole in a coalesced range) is split into one request per field, for this poll
+and all later ones. Decoding is in ``decode_plan``; ``field_value`` is the
+per-field reference (``gateway modbus probe``, words that do not decode in bulk).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from gateway.driver import DriverContext
 from gateway.drivers.modbus.bus import Bus, BusUnavailable, ExceptionResponse, ModbusTransportError
 from gateway.drivers.modbus.config import FieldSpec
 from gateway.drivers.modbus.decode import DecodeError, RegisterValue, decode_registers
+from gateway.drivers.modbus.decode_plan import Assembly, BlockDecoder, final_unit, tag_groups
 from gateway.drivers.modbus.devices import ResolvedDevice
 from gateway.drivers.modbus.planner import ReadRequest, split_request
-from gateway.model import Quality, Reading
+from gateway.frame import Frame, FrameFields
+from gateway.model import Quality, Value
 from gateway.quantities import QUANTITIES, convert_to_canonical
 from gateway.tags import EMPTY_TAGS
 
+Decoded = tuple[BlockDecoder, tuple[Value, ...], list[str] | None]  # a block, its values, why some are BAD
 SPLIT_CODES = (2, 3)  # illegal data address / value: the range, not the device, is the problem
 
 
@@ -34,14 +39,15 @@ class FieldResult:
     value: RegisterValue | None = None
     unit: str = ""
     status: str = "ok"
-    reading: Reading | None = None
+    quality: Quality = Quality.GOOD
 
 
 @dataclass(slots=True)
 class PollResult:
     answered: bool  # at least one request got an answer (data or a Modbus exception)
-    readings: list[Reading] = field(default_factory=list)
-    fields: list[FieldResult] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
+    values: int = 0  # in all frames
+    fields: list[FieldResult] = field(default_factory=list)  # with poll(detail=True) only
     failure: str = ""
     requests: int = 0
 
@@ -75,24 +81,38 @@ class DevicePoller:
         self.bus = bus
         self.ctx = ctx
         self.plan: list[ReadRequest] = list(device.plan)
-        # Each field's tags, merged once: one immutable mapping shared by every reading of the field, instead of
-        # a new dict per reading (the tags caches downstream then recognise it by identity).
+        # Each field's tags, merged once: one immutable mapping shared by every frame of the tag set.
         self.field_tags: list[Mapping[str, str]] = [
             MappingProxyType({**device.tags, **spec.tags}) if device.tags or spec.tags else EMPTY_TAGS
             for spec in device.fields
         ]
+        self.groups = tag_groups(self.field_tags)
+        self.quantities = [spec.quantity for spec in device.fields]
+        self.units = [final_unit(spec)[0] for spec in device.fields]
+        self._blocks: dict[ReadRequest, BlockDecoder] = {}
+        # By the blocks that decoded: the whole plan on most polls, fewer when a request failed.
+        self._assemblies: dict[tuple[BlockDecoder, ...], Assembly] = {}
 
-    async def poll(self, ts_ns: int, *, probe_only: bool = False) -> PollResult:
+    def _block(self, req: ReadRequest) -> BlockDecoder:
+        block = self._blocks.get(req)
+        if block is None:
+            block = self._blocks[req] = BlockDecoder(req, self.device.fields, self.device.spans)
+        return block
+
+    async def poll(self, ts_ns: int, *, probe_only: bool = False, detail: bool = False) -> PollResult:
         """Read every field once. Raises ``BusUnavailable`` when the bus itself is gone.
 
         ``probe_only`` (used while a device is down) stops after the first
         unanswered request, so a dead device costs one timeout, not one per request.
+        ``detail`` decodes field by field and fills ``fields`` (raw words, status) for ``gateway modbus probe``.
         """
         dev = self.device
         result = PollResult(answered=False)
         results: dict[int, FieldResult] = {}
+        decoded: list[Decoded] = []
         queue = list(self.plan)
         new_plan: list[ReadRequest] = []
+        in_bulk = not detail  # every block that answered was decoded in bulk
         while queue:
             req = queue.pop(0)
             result.requests += 1
@@ -114,34 +134,109 @@ class DevicePoller:
                     continue
                 self.ctx.count_error(exc.kind, dev.name)
                 new_plan.append(req)
-                for i in req.fields:
-                    results[i] = FieldResult(dev.fields[i], status=f"exception {exc.code}")
+                if detail:
+                    for i in req.fields:
+                        results[i] = FieldResult(dev.fields[i], status=f"exception {exc.code}")
                 continue
             except ModbusTransportError as exc:
                 self.ctx.count_error(exc.kind, dev.name)
                 new_plan.append(req)
-                for i in req.fields:
-                    results[i] = FieldResult(dev.fields[i], status=exc.kind)
+                if detail:
+                    for i in req.fields:
+                        results[i] = FieldResult(dev.fields[i], status=exc.kind)
                 result.failure = str(exc)
                 if probe_only or not result.answered:
                     # The first request went unanswered: treat the device as
                     # silent and spare the bus the rest of its plan.
                     new_plan.extend(queue)
-                    for q in queue:
-                        for i in q.fields:
-                            results[i] = FieldResult(dev.fields[i], status="skipped")
+                    if detail:
+                        for q in queue:
+                            for i in q.fields:
+                                results[i] = FieldResult(dev.fields[i], status="skipped")
                     break
                 continue
             result.answered = True
             new_plan.append(req)
-            for i in req.fields:
-                results[i] = self._field(i, req, words, ts_ns)
+            block = None if detail else self._block(req)
+            out = None if block is None else block.decode(words)
+            if block is None or out is None:  # probe detail, or words that do not decode in bulk
+                in_bulk = False
+                for i in req.fields:
+                    results[i] = self._field(i, req, words)
+                continue
+            values, statuses = out
+            if statuses is not None:
+                for status in statuses:
+                    if status != "ok":
+                        self.ctx.count_error(status, dev.name)
+            decoded.append((block, values, statuses))
         self.plan = new_plan
-        result.fields = [results[i] for i in sorted(results)]
-        result.readings = [r.reading for r in result.fields if r.reading is not None]
+        if in_bulk:
+            result.frames, result.values = self._frames(ts_ns, decoded)
+        else:
+            result.frames = self._partial_frames(ts_ns, decoded, results)
+            result.values = sum(len(f.values) for f in result.frames)
+        if detail:
+            result.fields = [results[i] for i in sorted(results)]
         return result
 
-    def _field(self, i: int, req: ReadRequest, words: list[int] | list[bool], ts_ns: int) -> FieldResult:
+    def _frames(self, ts_ns: int, decoded: list[Decoded]) -> tuple[list[Frame], int]:
+        """Every block that answered decoded in bulk: an assembly cached per set of blocks, no per-value work."""
+        blocks = tuple(b for b, _, _ in decoded)
+        assembly = self._assemblies.get(blocks)
+        if assembly is None:
+            if len(self._assemblies) >= 64:  # requests failing in ever new combinations: stay bounded
+                self._assemblies.clear()
+            assembly = self._assemblies[blocks] = Assembly(blocks, self.groups, self.units, self.quantities)
+        values: tuple[Value, ...] = ()
+        for _, block_values, _ in decoded:
+            values += block_values
+        qualities = None
+        if any(statuses is not None for _, _, statuses in decoded):
+            qualities = tuple(
+                Quality.GOOD if status == "ok" else Quality.BAD
+                for block, _, statuses in decoded
+                for status in (statuses or ("ok",) * len(block.indexes))
+            )
+        frames = assembly.build(ts_ns, self.ctx.site, self.ctx.gateway, self.device.name, values, qualities)
+        return frames, assembly.values
+
+    def _partial_frames(
+        self,
+        ts_ns: int,
+        decoded: list[Decoded],
+        results: dict[int, FieldResult],
+    ) -> list[Frame]:
+        """Some fields decoded one by one (probe detail, words that do not fit): a layout for this poll's fields."""
+        got: dict[int, tuple[Value, str, Quality]] = {}
+        for block, values, statuses in decoded:
+            for k, (i, value) in enumerate(zip(block.indexes, values, strict=True)):
+                bad = statuses is not None and statuses[k] != "ok"
+                got[i] = (value, block.units[k], Quality.BAD if bad else Quality.GOOD)
+        for i, r in results.items():
+            if r.value is not None:
+                got[i] = (r.value, r.unit, r.quality)
+        frames = []
+        for group in self.groups:
+            present = [i for i in group.indexes if i in got]
+            if not present:
+                continue
+            quals = tuple(got[i][2] for i in present)
+            frames.append(
+                Frame(
+                    ts_ns,
+                    self.ctx.site,
+                    self.ctx.gateway,
+                    self.device.name,
+                    FrameFields.of([self.quantities[i] for i in present], [got[i][1] for i in present]),
+                    tuple(got[i][0] for i in present),
+                    group.tags,
+                    None if quals.count(Quality.GOOD) == len(quals) else quals,
+                )
+            )
+        return frames
+
+    def _field(self, i: int, req: ReadRequest, words: list[int] | list[bool]) -> FieldResult:
         dev = self.device
         spec = dev.fields[i]
         span = dev.spans[i]
@@ -155,8 +250,5 @@ class DevicePoller:
             return out
         if status != "ok":
             self.ctx.count_error(status, dev.name)
-        out.value, out.unit, out.status = value, unit, status
-        out.reading = self.ctx.reading(
-            dev.name, spec.quantity, value, unit, ts_ns=ts_ns, tags=self.field_tags[i], quality=quality
-        )
+        out.value, out.unit, out.quality, out.status = value, unit, quality, status
         return out

@@ -106,9 +106,9 @@ class BusScheduler:
                 slot.down = True
                 self.ctx.device_down(slot.name, result.failure or "no answer")
                 slot.due_s = time.time() + slot.backoff.next_delay()
-            if result.readings:
-                self.stats.readings += len(result.readings)
-                await emit(result.readings, wait_commit=False)
+            if result.frames:
+                self.stats.readings += result.values
+                await emit(result.frames, wait_commit=False)
 
     def _schedule_on_grid(self, slot: DeviceSlot) -> None:
         interval = slot.poller.device.interval_s

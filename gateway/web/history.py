@@ -3,6 +3,9 @@
 Fed by the normaliser of each source (``SeriesHistory.observer``): on the hot
 path a reading costs one dict store (the newest reading of its series wins), so
 the pipeline's ~60k readings/s do not notice it (bench/bench_web.py measures it).
+A frame is not expanded: each of its series keys points at the frame (one
+``dict.update`` from precomputed keys), and a Reading is made only when the
+page or ``sample()`` looks at it.
 Once a second ``sample()`` copies each series' newest value into its rings:
 
 - the hour ring: one point per ``step_s`` (default 10 s, 360 points for an hour);
@@ -22,8 +25,11 @@ import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from typing import NamedTuple
 
-from gateway.model import Reading
+from gateway.frame import Frame, FrameFields, Item
+from gateway.model import Quality, Reading, Value, make_reading
 
 log = logging.getLogger("gateway.web")
 
@@ -33,6 +39,36 @@ DAY_STEP_S = 120.0
 DAY_POINTS = 720
 
 SeriesKey = tuple[str, str, str]  # source, device, quantity
+Latest = Reading | Frame  # a frame stands for its value of the series
+_KEYS_MEMO = "web.history.keys"  # FrameFields.memo: device -> the layout's (device, quantity) keys
+_POSITION_MEMO = "web.history.position"  # FrameFields.memo: quantity -> its last position
+
+
+def _keys(fields: FrameFields, device: str) -> tuple[tuple[str, str], ...]:
+    by_device: dict[str, tuple[tuple[str, str], ...]] = fields.memo.setdefault(_KEYS_MEMO, {})
+    keys = by_device.get(device)
+    if keys is None:
+        if len(by_device) >= 1000:  # devices named per frame: stay bounded
+            by_device.clear()
+        keys = by_device[device] = tuple((device, q) for q in fields.quantities)
+    return keys
+
+
+def _position(frame: Frame, quantity: str) -> int:
+    positions: dict[str, int] | None = frame.fields.memo.get(_POSITION_MEMO)
+    if positions is None:
+        # the last position wins, as the last of a batch of readings does
+        positions = frame.fields.memo[_POSITION_MEMO] = {q: i for i, q in enumerate(frame.fields.quantities)}
+    return positions[quantity]
+
+
+def as_reading(entry: Latest, quantity: str) -> Reading:
+    """The Reading of ``quantity`` that a latest-value entry stands for."""
+    if not isinstance(entry, Frame):
+        return entry
+    i = _position(entry, quantity)
+    return make_reading(entry.ts_ns, entry.site, entry.gateway, entry.device, quantity, entry.values[i],
+                        entry.fields.units[i], entry.tags, entry.quality(i))  # fmt: skip
 
 
 class Ring:
@@ -66,6 +102,15 @@ class Ring:
         return self.buckets.itemsize * self.size + self.values.itemsize * self.size
 
 
+class LatestPoint(NamedTuple):
+    device: str
+    quantity: str
+    unit: str
+    value: Value
+    ts_ns: int
+    quality: Quality
+
+
 @dataclass(slots=True)
 class Series:
     source: str
@@ -74,7 +119,7 @@ class Series:
     unit: str = ""
     hour: Ring | None = None
     day: Ring | None = None
-    sampled: Reading | None = field(default=None, repr=False)
+    sampled: Latest | None = field(default=None, repr=False)
     capped: bool = False  # no rings: the history was full when it appeared
 
 
@@ -94,19 +139,25 @@ class SeriesHistory:
         self.hour_points = math.ceil(3600 / step_s) + 1  # + 1: a full hour whatever the phase of the step
         self.day_step_s = day_step_s
         self.day_points = day_points
-        # source -> (device, quantity) -> newest reading; written on the hot path.
-        self._latest: dict[str, dict[tuple[str, str], Reading]] = {}
+        # source -> (device, quantity) -> newest reading (or the frame holding it); written on the hot path.
+        self._latest: dict[str, dict[tuple[str, str], Latest]] = {}
         self._series: dict[SeriesKey, Series] = {}
         self.observed_total = 0  # readings seen, for the ingest rate
 
-    def observer(self, source: str) -> Callable[[Sequence[Reading]], None]:
+    def observer(self, source: str) -> Callable[[Sequence[Item]], None]:
         """The hook for one source's normaliser: keeps the newest reading of each series."""
         latest = self._latest.setdefault(source, {})
 
-        def observe(readings: Sequence[Reading]) -> None:
-            for r in readings:
-                latest[(r.device, r.quantity)] = r
-            self.observed_total += len(readings)
+        def observe(items: Sequence[Item]) -> None:
+            values = 0
+            for r in items:
+                if isinstance(r, Frame):
+                    latest.update(zip(_keys(r.fields, r.device), repeat(r)))
+                    values += len(r.values)
+                else:
+                    latest[(r.device, r.quantity)] = r
+                    values += 1
+            self.observed_total += values
 
         return observe
 
@@ -121,18 +172,22 @@ class SeriesHistory:
     def sample(self, now_ns: int | None = None) -> None:
         """Copy each series' newest value into its rings (called about once a second)."""
         for source, latest in self._latest.items():
-            for (device, quantity), r in list(latest.items()):
+            for (device, quantity), entry in list(latest.items()):
                 key = (source, device, quantity)
                 series = self._series.get(key)
-                if series is None:
-                    series = self._series[key] = Series(source, device, quantity, r.unit)
-                if r is series.sampled:
+                if series is not None and entry is series.sampled:
                     continue
-                series.sampled = r
-                series.unit = r.unit
-                value = r.value
+                if isinstance(entry, Frame):  # no Reading needed: the value, unit and time are in the frame
+                    i = _position(entry, quantity)
+                    ts_ns, value, unit = entry.ts_ns, entry.values[i], entry.fields.units[i]
+                else:
+                    ts_ns, value, unit = entry.ts_ns, entry.value, entry.unit
+                if series is None:
+                    series = self._series[key] = Series(source, device, quantity, unit)
+                series.sampled = entry
+                series.unit = unit
                 if isinstance(value, bool | int | float) and math.isfinite(float(value)):
-                    self._put(series, r.ts_ns, float(value))
+                    self._put(series, ts_ns, float(value))
 
     def record(self, key: SeriesKey, unit: str, value: float, ts_ns: int | None = None) -> None:
         """A gateway's own series (e.g. the buffer depth), sampled by the caller."""
@@ -171,8 +226,18 @@ class SeriesHistory:
     def latest(self, source: str | None = None) -> Iterator[tuple[str, Reading]]:
         """The newest reading of every series (of one source)."""
         for name, latest in self._latest.items() if source is None else ((source, self._latest.get(source, {})),):
-            for r in latest.values():
-                yield name, r
+            for (_, quantity), entry in latest.items():
+                yield name, as_reading(entry, quantity)
+
+    def latest_points(self, source: str) -> Iterator[LatestPoint]:
+        """The newest value of every series of one source, without building a Reading (the page's tick)."""
+        for (device, quantity), entry in self._latest.get(source, {}).items():
+            if isinstance(entry, Frame):
+                i = _position(entry, quantity)
+                yield LatestPoint(device, quantity, entry.fields.units[i], entry.values[i], entry.ts_ns,
+                                  entry.quality(i))  # fmt: skip
+            else:
+                yield LatestPoint(device, quantity, entry.unit, entry.value, entry.ts_ns, entry.quality)
 
     def series(self) -> list[Series]:
         return list(self._series.values())

@@ -141,7 +141,7 @@ class StatusView:
 
     def _source(self, name: str, s: dict[str, Any], now_ns: int) -> dict[str, Any]:
         devices: dict[str, list[dict[str, Any]]] = {}
-        for _, r in self.history.latest(name):
+        for r in self.history.latest_points(name):
             devices.setdefault(r.device, []).append({
                 "id": f"{name}/{r.device}/{r.quantity}",
                 "quantity": r.quantity,

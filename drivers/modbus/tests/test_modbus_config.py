@@ -115,3 +115,18 @@ def test_resolve_collects_every_device_problem() -> None:
     with pytest.raises(DeviceSetupError) as info:
         resolve_devices(cfg)
     assert "nope-1" in str(info.value) and "nope-2" in str(info.value)
+
+
+def test_a_profile_is_parsed_once_while_unchanged_and_again_after_an_edit(tmp_path: Path) -> None:
+    from gateway.drivers.modbus.devices import load_profile_model
+
+    profile = tmp_path / "meter.toml"
+    profile.write_text('[[registers]]\nquantity = "voltage"\naddress = 0\ntype = "float32"\n')
+    first = load_profile_model("meter", [tmp_path])
+    assert load_profile_model("meter", [tmp_path])[1] is first[1]  # 100 devices of one profile: one parse
+    profile.write_text('[[registers]]\nquantity = "voltage"\naddress = 0\ntype = "float32"\nscale = 0.1\n')
+    _, edited = load_profile_model("meter", [tmp_path])  # a reload after an edit sees the edit
+    assert edited.registers[0].scale == 0.1
+    profile.write_text('[[registers]]\nquantity = "voltage"\naddress = 0\ntype = "float32"\nscale = "x"\n')
+    with pytest.raises(DeviceSetupError, match=r"registers\[0\]\.scale"):
+        load_profile_model("meter", [tmp_path])
