@@ -91,8 +91,12 @@ _OVERFLOW_CLEAR: Final = 0.9  # overflow "recovers" once below 90 % of the budge
 # The newest readings are also kept in memory (the "tail"), so that a sink
 # keeping up is served without a SELECT and without rebuilding each Reading:
 # that was 4.4 of the ~25 us a reading cost on the way to the local sink.
-# Two dispatcher batches (take + prefetch) of the default size fit.
-_TAIL_MAX: Final = 10_000
+# Two dispatcher batches (take + prefetch) of the default size fit. In frames a
+# value costs ~30 bytes, so the tail holds up to 100k values (~3 MB) in at most
+# 10k items: at 50k values/s a sink half a second behind (one commit in flight,
+# one batch on the wire) was read back from the file, 6 % of the daemon's CPU.
+_TAIL_MAX: Final = 100_000
+_TAIL_MAX_ITEMS: Final = 10_000
 _INT_MAX: Final = 2**63 - 1
 # Deleted per transaction when the disk is full: at most this many rows and this
 # much logical size (a few pages of WAL; 500 readings, or 40 frames of 100 floats).
@@ -221,7 +225,7 @@ class DurableBuffer:
             self._state_dirty = not self.read_only  # written by the next transaction
         self._in_flight: list[tuple[int, int]] = []  # id ranges of those readings, oldest first
         self._taken_to: dict[str, int] = {}  # per sink: highest id take() handed out since reading from the cursor
-        self._tail = Tail(self.tail_max, self._last_id + 1)
+        self._tail = Tail(self.tail_max, self._last_id + 1, max_items=min(self.tail_max, _TAIL_MAX_ITEMS))
         if not self.read_only and conn.execute("SELECT count(*) FROM series").fetchone()[0] > 1000:
             # Series no reading or dead letter refers to any more (at open: nothing is cached yet).
             conn.execute(

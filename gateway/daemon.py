@@ -450,7 +450,8 @@ class Daemon:
         }
 
     async def _write_status(self) -> None:
-        text = json.dumps(self.status(), indent=2, default=str)
+        # Compact: with indent json uses its pure-Python encoder, 5-14 % of the daemon at 100 sources.
+        text = json.dumps(self.status(), separators=(",", ":"), default=str)
         await asyncio.to_thread(_atomic_write, self.state_dir / STATUS_FILE, text)
 
 

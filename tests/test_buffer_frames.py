@@ -331,3 +331,18 @@ def test_a_newer_schema_is_refused(path: Path) -> None:
     conn.close()
     with pytest.raises(BufferCorruptError, match="schema version 3 is newer"):
         DurableBuffer(path)
+
+
+def test_the_tail_holds_many_frame_values_but_few_single_readings(path: Path) -> None:
+    # A value in a frame costs ~30 bytes, a Reading ~200: the tail is bounded in values and in items.
+    with DurableBuffer(path, sync="normal") as buffer:
+        buffer.set_sinks(["s"])
+        frames = [frame(ts, [float(i) for i in range(40)]) for ts in range(2_000)]  # 80k values
+        buffer.append(frames)
+        assert buffer._tail.values == 80_000  # all served from memory
+        got = buffer.take_frames("s", 100_000)
+        assert [f.frame for f in got] == frames
+        readings = [Reading(ts, "s", "g", "d", "temperature", 1.0, "Cel") for ts in range(15_000)]
+        buffer.append(readings)
+        assert len(buffer._tail._items) == 10_000  # the newest single readings only
+        assert [b.reading for b in buffer.take("s", 10_000, after_id=80_000 + 5_000)] == readings[5_000:]
