@@ -44,6 +44,8 @@ from gateway.tags import TagsCache
 _SENML_MEMO: Final = {(t, g): f"senml:{t:d}{g:d}" for t in (False, True) for g in (False, True)}
 _LP_MEMO: Final = {False: "line_protocol", True: "line_protocol:graded"}
 _SENML_BAKED: Final = "senml:baked"  # {name suffix of a tag set: template}
+_LP_BAKED: Final = "line_protocol:baked"  # {(tags before unit, tags after unit): template}
+_TS_MARK: Final = "\x00"  # where a baked line takes the timestamp (no tag text holds it: checked)
 _BAKED_MAX: Final = 256  # tag sets per layout with a template of their own (channels of a meter, phases)
 _LP_INVALID: Final = ""  # memo value of a layout line protocol cannot express
 # Entries remembered before a cache starts again: devices (base names, tag texts), or series for
@@ -245,6 +247,25 @@ def _lp_template(fields: FrameFields, graded: bool) -> str:
     return hit
 
 
+def _lp_tagged_template(fields: FrameFields, before: str, after: str) -> str | None:
+    """The layout's lines with one tag set written in and ``_TS_MARK`` for the timestamp: the numbers are
+    then the only arguments (interleaving tags and timestamp with them cost ~0.4 us a value); None past a
+    few tag sets per layout, or if a tag could hold the mark."""
+    baked: dict[tuple[str, str], str] | None = fields.memo.get(_LP_BAKED)
+    if baked is None:
+        baked = fields.memo[_LP_BAKED] = {}
+    hit = baked.get((before, after))
+    if hit is None:
+        if len(baked) >= _BAKED_MAX or _TS_MARK in before or _TS_MARK in after or not _lp_template(fields, False):
+            return None
+        lines = []
+        for quantity, unit in zip(fields.quantities, fields.units, strict=True):  # as _lp_template writes them
+            unit_tag = f",unit={escape_tag(unit)}" if unit else ""
+            lines.append(_percent(f"{escape_measurement(quantity)}{before}{unit_tag}{after} value=") + f"%r {_TS_MARK}")
+        hit = baked[before, after] = "\n".join(lines)
+    return hit
+
+
 def _split_tag_text(frame: Frame) -> tuple[str, str] | None:
     """The frame's tags (its own and site, gateway, device) as line protocol, sorted by key, split
     into those before and after ``unit``; None if one cannot be written."""
@@ -325,6 +346,11 @@ class FrameLineProtocolEncoder(LineProtocolEncoder):
                 continue
             before, after = split
             floats = values if kinds == _FLOAT else list(map(float, values))
+            baked = _lp_tagged_template(frame.fields, before, after) if qualities is None else None
+            if baked is not None:
+                # The timestamp, the same on every line, written in by one C pass; the numbers by another.
+                append(baked.replace(_TS_MARK, str(frame.ts_ns)) % (floats if type(floats) is tuple else tuple(floats)))
+                continue
             if qualities is None:
                 row: list[object] = [before, after, None, str(frame.ts_ns)] * len(values)
                 row[2::4] = floats

@@ -138,3 +138,5 @@ def test_a_layout_with_more_tag_sets_than_baked_templates_encodes_them_all_alike
     frames = [frame((1.5, 2, 3.25), device=f"m{i % 7}", tags=MappingProxyType({"ch": f"c{i:03d}"})) for i in range(300)]
     assert new_senml(frames) == old_senml(frames)
     assert len(frames[0].fields.memo["senml:baked"]) == 256
+    assert FrameLineProtocolEncoder().encode_frames(frames) == LineProtocolEncoder().encode(as_readings(frames))
+    assert len(frames[0].fields.memo["line_protocol:baked"]) == 256
