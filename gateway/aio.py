@@ -43,7 +43,7 @@ def raise_if_cancel_requested() -> None:
 
 
 async def cancel_and_wait(
-    tasks: Mapping[str, asyncio.Task[None]], *, logger: logging.Logger, again_after_s: float = 1.0
+    tasks: Mapping[str, asyncio.Task[None]], *, logger: logging.Logger, again_after_s: float = 2.0
 ) -> dict[str, BaseException]:
     """Cancel ``tasks`` and wait until all have ended, cancelling again any that ignores it.
 
