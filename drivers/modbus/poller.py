@@ -75,6 +75,26 @@ def field_value(spec: FieldSpec, words: Sequence[int] | Sequence[bool]) -> tuple
     return value, unit, Quality.GOOD, "ok"
 
 
+# Merged tag sets and block decoders shared between devices (memory: a field of a device cost ~250 bytes).
+_SHARED_MAX = 10_000
+_TAGS: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+_BLOCKS: dict[tuple[ReadRequest, int], tuple[list[FieldSpec], BlockDecoder]] = {}
+
+
+def _merged_tags(device_tags: Mapping[str, str], field_tags: Mapping[str, str]) -> Mapping[str, str]:
+    """The field's tags over the device's, as one immutable mapping shared by every field with the same set."""
+    if not device_tags and not field_tags:
+        return EMPTY_TAGS
+    merged = {**device_tags, **field_tags}
+    key = tuple(merged.items())
+    hit = _TAGS.get(key)
+    if hit is None:
+        if len(_TAGS) >= _SHARED_MAX:
+            _TAGS.clear()
+        hit = _TAGS[key] = MappingProxyType(merged)
+    return hit
+
+
 class DevicePoller:
     def __init__(self, device: ResolvedDevice, bus: Bus, ctx: DriverContext) -> None:
         self.device = device
@@ -82,10 +102,7 @@ class DevicePoller:
         self.ctx = ctx
         self.plan: list[ReadRequest] = list(device.plan)
         # Each field's tags, merged once: one immutable mapping shared by every frame of the tag set.
-        self.field_tags: list[Mapping[str, str]] = [
-            MappingProxyType({**device.tags, **spec.tags}) if device.tags or spec.tags else EMPTY_TAGS
-            for spec in device.fields
-        ]
+        self.field_tags: list[Mapping[str, str]] = [_merged_tags(device.tags, spec.tags) for spec in device.fields]
         self.groups = tag_groups(self.field_tags)
         self.quantities = [spec.quantity for spec in device.fields]
         self.units = [final_unit(spec)[0] for spec in device.fields]
@@ -96,7 +113,19 @@ class DevicePoller:
     def _block(self, req: ReadRequest) -> BlockDecoder:
         block = self._blocks.get(req)
         if block is None:
-            block = self._blocks[req] = BlockDecoder(req, self.device.fields, self.device.spans)
+            # Shared by the devices of one profile (they share its fields list, devices.py): a decoder
+            # depends only on the request and the fields.
+            fields = self.device.fields
+            key = (req, id(fields))
+            shared = _BLOCKS.get(key)
+            if shared is not None and shared[0] is fields:
+                block = shared[1]
+            else:
+                block = BlockDecoder(req, fields, self.device.spans)
+                if len(_BLOCKS) >= _SHARED_MAX:
+                    _BLOCKS.clear()
+                _BLOCKS[key] = (fields, block)
+            self._blocks[req] = block
         return block
 
     async def poll(self, ts_ns: int, *, probe_only: bool = False, detail: bool = False) -> PollResult:
