@@ -169,7 +169,8 @@ class Bus:
 
     async def _read_once(self, table: str, unit: int, address: int, count: int, timeout: float) -> Block:
         async with self._lock:
-            await self._pause()
+            if self.pause_s > 0:  # most buses have no pause: spare them a coroutine per request
+                await self._pause()
             if not self.client.connected:
                 await self.connect()
             # The per-request timeout is a client-wide setting in pymodbus; one
@@ -209,8 +210,6 @@ class Bus:
         return bits
 
     async def _pause(self) -> None:
-        if self.pause_s <= 0:
-            return
         wait = self._last_end + self.pause_s - asyncio.get_running_loop().time()
         if wait > 0:
             await asyncio.sleep(wait)

@@ -58,8 +58,8 @@ class _RawRegisters:
     def registers(self, value: Sequence[int]) -> None:
         # ModbusPDU.__init__ assigns it (empty for an answer about to be decoded); an instance built with
         # registers (encode, tests) keeps them as raw too.
-        if not value:
-            self.raw, self._registers = b"", None
+        if not value:  # no struct call: __init__ reads ``registers`` back right away (``count``)
+            self.raw, self._registers = b"", []
             return
         self._registers = list(value)
         self.raw = struct.pack(f">{len(self._registers)}H", *self._registers)
