@@ -19,7 +19,7 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from gateway.drivers.modbus.config import ModbusSourceConfig
-from gateway.drivers.modbus.responses import RAW_RESPONSES, words_of
+from gateway.drivers.modbus.responses import BIT_RESPONSES, RAW_RESPONSES, words_of
 
 EXC_NAMES = {
     1: "illegal function",
@@ -117,8 +117,8 @@ class Bus:
         # pymodbus drops a TCP connection after a few unanswered requests; on a
         # gateway with many units one dead unit must not cut off the others.
         client.set_max_no_responses(1_000_000)
-        # Register answers stay bytes for the block decoder (drivers/modbus/responses.py).
-        for response in RAW_RESPONSES:
+        # Register answers stay bytes for the block decoder; bits decode by table (drivers/modbus/responses.py).
+        for response in RAW_RESPONSES + BIT_RESPONSES:
             client.register(response)
         return client
 

@@ -1,4 +1,4 @@
-"""Read-register answers (function codes 3 and 4) kept as the bytes that came over the wire.
+"""Read answers: registers (function codes 3 and 4) kept as the bytes sent, bits (1 and 2) unpacked by table.
 
 pymodbus' own ``ReadHoldingRegistersResponse.decode`` builds a Python list one
 ``struct.unpack`` per register: about 0.25 us a register, 5-6 % of the
@@ -19,9 +19,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from itertools import chain
 
 from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
+
+# byte -> its 8 bits, least significant first (pymodbus' unpack_bitstring order)
+_BITS: tuple[tuple[bool, ...], ...] = tuple(tuple(bool(b >> k & 1) for k in range(8)) for b in range(256))
 
 
 def words_of(raw: bytes) -> list[int]:
@@ -83,4 +88,34 @@ class RawInputRegistersResponse(_RawRegisters, ReadInputRegistersResponse):
     """Function code 4 answer with ``raw`` register bytes."""
 
 
+class _TableBits:
+    """Mixin: ``decode`` as pymodbus' (every byte after the byte count, 8 bits each), by table lookup
+    instead of a Python loop over 8 bits per byte."""
+
+    bits: Sequence[bool]
+    dev_id: int
+    transaction_id: int
+    raw: bytes = b""
+
+    def decode(self, data: bytes) -> None:
+        self.raw = bytes(data[1:])
+        self.bits = list(chain.from_iterable(map(_BITS.__getitem__, self.raw)))
+
+    def __str__(self) -> str:
+        # As _RawRegisters.__str__: pymodbus would format the whole bit list for every answer.
+        return (
+            f"{type(self).__name__}(dev_id={self.dev_id}, "
+            f"transaction_id={self.transaction_id}, bits={len(self.bits)}, raw={self.raw.hex()})"
+        )
+
+
+class FastCoilsResponse(_TableBits, ReadCoilsResponse):
+    """Function code 1 answer."""
+
+
+class FastDiscreteInputsResponse(_TableBits, ReadDiscreteInputsResponse):
+    """Function code 2 answer."""
+
+
 RAW_RESPONSES = (RawHoldingRegistersResponse, RawInputRegistersResponse)
+BIT_RESPONSES = (FastCoilsResponse, FastDiscreteInputsResponse)

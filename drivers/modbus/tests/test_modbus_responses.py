@@ -1,4 +1,4 @@
-"""Register answers kept as bytes (drivers/modbus/responses.py): equal to pymodbus' own decode, and wired in.
+"""Read answers decoded our way (drivers/modbus/responses.py): equal to pymodbus' own decode, and wired in.
 
 The registration goes through pymodbus' ``client.register``; the tests that read
 the client's decoder tables pin it, so that a pymodbus release that changes
@@ -15,11 +15,18 @@ from typing import Any
 
 import pytest
 from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from gateway.drivers.modbus.bus import Bus, ExceptionResponse, GarbledResponse
 from gateway.drivers.modbus.config import ModbusSourceConfig
-from gateway.drivers.modbus.responses import RawHoldingRegistersResponse, RawInputRegistersResponse, words_of
+from gateway.drivers.modbus.responses import (
+    FastCoilsResponse,
+    FastDiscreteInputsResponse,
+    RawHoldingRegistersResponse,
+    RawInputRegistersResponse,
+    words_of,
+)
 from gateway.simulators.modbus.device import devices_from_profiles
 from gateway.simulators.modbus.server import ModbusSimulator
 
@@ -45,6 +52,24 @@ def test_decode_equals_pymodbus_for_every_register_count(ours: Any, reference: A
             assert got.function_code == ref.function_code
 
 
+@pytest.mark.parametrize(
+    ("ours", "reference"),
+    [(FastCoilsResponse, ReadCoilsResponse), (FastDiscreteInputsResponse, ReadDiscreteInputsResponse)],
+)
+def test_bits_decode_equals_pymodbus_for_every_byte_count(ours: Any, reference: Any) -> None:
+    rng = random.Random(5)
+    for nbytes in range(0, 251):  # up to 2000 bits, the protocol limit
+        body = bytes(rng.randrange(256) for _ in range(nbytes))
+        data = bytes([nbytes]) + body
+        ref, got = reference(), ours()
+        ref.decode(data)
+        got.decode(data)
+        assert got.bits == ref.bits
+    got = ours()
+    got.decode(bytes([2, 0x05, 0x81]))  # pymodbus' own example: least significant bit first
+    assert got.bits == [True, False, True, False, False, False, False, False] + [True] + [False] * 6 + [True]
+
+
 @pytest.mark.parametrize(("ours", "reference"), PAIRS)
 def test_odd_and_overlong_byte_counts_behave_as_pymodbus(ours: Any, reference: Any) -> None:
     data = bytes([5, 1, 2, 3, 4, 5, 6])  # 5 bytes announced: pymodbus reads 2 registers
@@ -65,6 +90,9 @@ def test_the_debug_text_pymodbus_builds_for_every_answer_does_not_decode_the_reg
     text = str(got)
     assert "dev_id=3" in text and "transaction_id=9" in text and "raw=1234abcd" in text
     assert got._registers is None  # str() stayed on the bytes: no list of ints built
+    coils = FastCoilsResponse(dev_id=3)
+    coils.decode(bytes([2, 0x05, 0x81]))
+    assert str(coils) == "FastCoilsResponse(dev_id=3, transaction_id=0, bits=16, raw=0581)"  # not 16 bools
 
 
 def test_built_with_registers_encodes_as_pymodbus() -> None:
@@ -91,6 +119,11 @@ async def test_the_client_decoder_answers_with_our_classes() -> None:
         # the RTU framer sizes a frame by the class it looks up: ours, with pymodbus' byte-count position
         assert decoder.lookupPduClass(bytes([1, fc, 4])) is cls
         assert cls.rtu_byte_count_pos == 2
+    for fc, bits_cls in ((1, FastCoilsResponse), (2, FastDiscreteInputsResponse)):
+        pdu = decoder.decode(bytes([fc, 1, 0x03]))
+        assert type(pdu) is bits_cls
+        assert pdu.bits[:3] == [True, True, False]
+        assert decoder.lookupPduClass(bytes([1, fc, 1])) is bits_cls
 
 
 @pytest.fixture
@@ -98,6 +131,7 @@ async def sim() -> AsyncIterator[ModbusSimulator]:
     devices = devices_from_profiles({1: "xy-md02"})
     rng = random.Random(11)
     devices[1].fixed = {table: {a: rng.randrange(0x10000) for a in range(200)} for table in ("holding", "input")}
+    devices[1].fixed |= {table: {a: rng.randrange(2) for a in range(300)} for table in ("coil", "discrete")}
     simulator = ModbusSimulator(devices, seed=1)
     yield simulator
     await simulator.close()
@@ -123,6 +157,12 @@ async def test_read_block_gives_the_device_registers_as_bytes(sim: ModbusSimulat
                 assert expected is not None
                 assert block == struct.pack(f">{count}H", *expected)
                 assert await bus.read(table, 1, 3, count, timeout=1.0, retries=0) == expected
+        for table in ("coil", "discrete"):
+            for count in (1, 7, 8, 9, 16, 100, 255):
+                bits = await bus.read_block(table, 1, 5, count, timeout=1.0, retries=0)
+                expected = device.read(table, 5, count)
+                assert expected is not None
+                assert bits == [bool(w) for w in expected]
     finally:
         bus.close()
 
