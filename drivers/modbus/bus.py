@@ -13,11 +13,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from gateway.drivers.modbus.config import ModbusSourceConfig
 from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
+
+from gateway.drivers.modbus.config import ModbusSourceConfig
+from gateway.drivers.modbus.responses import BIT_RESPONSES, RAW_RESPONSES, words_of
 
 EXC_NAMES = {
     1: "illegal function",
@@ -30,6 +32,10 @@ EXC_NAMES = {
     11: "gateway target failed to respond",
 }
 BUSY_CODES = (5, 6)  # retried: the device is alive but cannot answer now
+REGISTER_TABLES = ("holding", "input")
+
+# An answer as handed to the poller: register bytes (big-endian, as sent) or bits.
+Block = bytes | list[bool]
 
 
 class ModbusTransportError(Exception):
@@ -111,6 +117,9 @@ class Bus:
         # pymodbus drops a TCP connection after a few unanswered requests; on a
         # gateway with many units one dead unit must not cut off the others.
         client.set_max_no_responses(1_000_000)
+        # Register answers stay bytes for the block decoder; bits decode by table (drivers/modbus/responses.py).
+        for response in RAW_RESPONSES + BIT_RESPONSES:
+            client.register(response)
         return client
 
     @property
@@ -134,6 +143,13 @@ class Bus:
         self, table: str, unit: int, address: int, count: int, *, timeout: float, retries: int
     ) -> list[int] | list[bool]:
         """Read once, retrying timeouts, garbled frames and busy answers ``retries`` times."""
+        block = await self.read_block(table, unit, address, count, timeout=timeout, retries=retries)
+        return words_of(block) if isinstance(block, bytes) else block
+
+    async def read_block(
+        self, table: str, unit: int, address: int, count: int, *, timeout: float, retries: int
+    ) -> Block:
+        """As ``read``, but registers come as their ``2 * count`` bytes (big-endian): the poller's hot path."""
         last: ModbusTransportError = RequestTimeout("no answer")
         for attempt in range(retries + 1):
             try:
@@ -151,11 +167,10 @@ class Bus:
                     self.on_retry(exc.kind, unit)
         raise last
 
-    async def _read_once(
-        self, table: str, unit: int, address: int, count: int, timeout: float
-    ) -> list[int] | list[bool]:
+    async def _read_once(self, table: str, unit: int, address: int, count: int, timeout: float) -> Block:
         async with self._lock:
-            await self._pause()
+            if self.pause_s > 0:  # most buses have no pause: spare them a coroutine per request
+                await self._pause()
             if not self.client.connected:
                 await self.connect()
             # The per-request timeout is a client-wide setting in pymodbus; one
@@ -183,16 +198,18 @@ class Bus:
                 self._last_end = asyncio.get_running_loop().time()
         if pdu.isError():
             raise ExceptionResponse(pdu.exception_code)
-        values: list[int] | list[bool] = (
-            list(pdu.bits[:count]) if table in ("coil", "discrete") else list(pdu.registers)
-        )
-        if len(values) < count:
-            raise BadResponse(f"unit {unit}: asked for {count} values, got {len(values)}")
-        return values
+        if table in REGISTER_TABLES:
+            # A RAW_RESPONSES class (registered in _make_client); anything else is an answer of another kind.
+            raw: bytes = getattr(pdu, "raw", b"")
+            if len(raw) < 2 * count:
+                raise BadResponse(f"unit {unit}: asked for {count} values, got {len(raw) // 2}")
+            return raw[: 2 * count] if len(raw) > 2 * count else raw
+        bits = list(pdu.bits[:count])
+        if len(bits) < count:
+            raise BadResponse(f"unit {unit}: asked for {count} values, got {len(bits)}")
+        return bits
 
     async def _pause(self) -> None:
-        if self.pause_s <= 0:
-            return
         wait = self._last_end + self.pause_s - asyncio.get_running_loop().time()
         if wait > 0:
             await asyncio.sleep(wait)

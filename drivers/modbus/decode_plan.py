@@ -196,17 +196,27 @@ class BlockDecoder:
         self.lows = tuple(_or(specs[k].valid_min, -math.inf) for k in ranged)
         self.highs = tuple(_or(specs[k].valid_max, math.inf) for k in ranged)
 
-    def decode(self, words: Sequence[int] | Sequence[bool]) -> tuple[tuple[Value, ...], list[str] | None] | None:
-        """(values, statuses or None when all are GOOD), or None when the words do not fit (use the per-field path)."""
+    def decode(
+        self, words: bytes | Sequence[int] | Sequence[bool]
+    ) -> tuple[tuple[Value, ...], list[str] | None] | None:
+        """(values, statuses or None when all are GOOD), or None when the words do not fit (use the per-field path).
+
+        ``words`` are the registers' bytes as sent (``Bus.read_block``: no list of ints on the hot path), or
+        the registers (or bits) as a sequence."""
         if self.bits:
             if len(words) < self.request.count:
                 return None
             assert self.pick_bits is not None
             return tuple(map(bool, self.pick_bits(words))), None
-        try:
-            data = self.words.pack(*words)
-        except struct.error:  # a word out of 0..0xFFFF, or not as many as asked for
-            return None
+        if isinstance(words, bytes):
+            if len(words) != self.words.size:  # not as many as asked for
+                return None
+            data = words
+        else:
+            try:
+                data = self.words.pack(*words)
+            except struct.error:  # a word out of 0..0xFFFF, or not as many as asked for
+                return None
         if self.permute is not None:
             data = bytes(self.permute(data))  # type: ignore[arg-type]
         raw: tuple[object, ...] = self.unpack(data)

@@ -21,6 +21,7 @@ from gateway.drivers.modbus.decode import DecodeError, RegisterValue, decode_reg
 from gateway.drivers.modbus.decode_plan import Assembly, BlockDecoder, final_unit, tag_groups
 from gateway.drivers.modbus.devices import ResolvedDevice
 from gateway.drivers.modbus.planner import ReadRequest, split_request
+from gateway.drivers.modbus.responses import words_of
 from gateway.frame import Frame, FrameFields
 from gateway.model import Quality, Value
 from gateway.quantities import QUANTITIES, convert_to_canonical
@@ -146,7 +147,7 @@ class DevicePoller:
             req = queue.pop(0)
             result.requests += 1
             try:
-                words = await self.bus.read(
+                words = await self.bus.read_block(
                     req.table, dev.unit_id, req.address, req.count, timeout=dev.timeout_s, retries=dev.retries
                 )
             except BusUnavailable:
@@ -190,8 +191,9 @@ class DevicePoller:
             out = None if block is None else block.decode(words)
             if block is None or out is None:  # probe detail, or words that do not decode in bulk
                 in_bulk = False
+                as_list = words_of(words) if isinstance(words, bytes) else words
                 for i in req.fields:
-                    results[i] = self._field(i, req, words)
+                    results[i] = self._field(i, req, as_list)
                 continue
             values, statuses = out
             if statuses is not None:

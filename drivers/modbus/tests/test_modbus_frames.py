@@ -23,6 +23,7 @@ from gateway.drivers.modbus.decode_plan import BlockDecoder
 from gateway.drivers.modbus.devices import modbus_profiles, resolve_device
 from gateway.drivers.modbus.planner import Span, plan_requests
 from gateway.drivers.modbus.poller import DevicePoller, field_value
+from gateway.drivers.modbus.responses import words_of
 from gateway.frame import Frame, as_readings
 from gateway.model import Quality, Reading, make_reading
 from gateway.simulators.modbus.device import devices_from_profiles
@@ -43,6 +44,11 @@ class RecordingBus:
         words = await self.bus.read(table, unit, address, count, **kw)
         self.answers[(table, address, count)] = list(words)
         return words
+
+    async def read_block(self, table: str, unit: int, address: int, count: int, **kw: Any) -> bytes | list[bool]:
+        block = await self.bus.read_block(table, unit, address, count, **kw)
+        self.answers[(table, address, count)] = words_of(block) if isinstance(block, bytes) else list(block)
+        return block
 
 
 def _reference(poller: DevicePoller, answers: Answers, ts: int) -> list[Reading]:
@@ -208,6 +214,10 @@ def _check_block(fields: list[FieldSpec], spans: list[Span], req: Any, words: li
         status = "ok" if statuses is None else statuses[k]
         assert status == ref_status
         assert (Quality.GOOD if status == "ok" else Quality.BAD) == ref_quality
+    if not block.bits:  # the same words as the bytes Bus.read_block hands over: the same result
+        from_bytes = block.decode(struct.pack(f">{len(words)}H", *words))
+        assert from_bytes is not None
+        assert all(map(_same, from_bytes[0], values)) and from_bytes[1] == statuses
 
 
 def test_words_that_do_not_fit_fall_back_to_the_per_field_path() -> None:
@@ -217,6 +227,8 @@ def test_words_that_do_not_fit_fall_back_to_the_per_field_path() -> None:
     assert block.decode([0] * holding.count) is not None
     assert block.decode([0x10000] + [0] * (holding.count - 1)) is None  # not a 16-bit word
     assert block.decode([0] * (holding.count - 1)) is None  # a short answer
+    assert block.decode(bytes(2 * holding.count)) is not None
+    assert block.decode(bytes(2 * holding.count - 2)) is None  # a short answer, as bytes
 
 
 async def test_a_refused_field_is_absent_from_the_frames_and_the_rest_stays_in_bulk() -> None:
