@@ -107,26 +107,28 @@ class DevicePoller:
         self.groups = tag_groups(self.field_tags)
         self.quantities = [spec.quantity for spec in device.fields]
         self.units = [final_unit(spec)[0] for spec in device.fields]
-        self._blocks: dict[ReadRequest, BlockDecoder] = {}
+        # By the request's identity (the plan holds it): hashing a request hashes its tuple of field indexes.
+        self._blocks: dict[int, tuple[ReadRequest, BlockDecoder]] = {}
         # By the blocks that decoded: the whole plan on most polls, fewer when a request failed.
         self._assemblies: dict[tuple[BlockDecoder, ...], Assembly] = {}
 
     def _block(self, req: ReadRequest) -> BlockDecoder:
-        block = self._blocks.get(req)
-        if block is None:
-            # Shared by the devices of one profile (they share its fields list, devices.py): a decoder
-            # depends only on the request and the fields.
-            fields = self.device.fields
-            key = (req, id(fields))
-            shared = _BLOCKS.get(key)
-            if shared is not None and shared[0] is fields:
-                block = shared[1]
-            else:
-                block = BlockDecoder(req, fields, self.device.spans)
-                if len(_BLOCKS) >= _SHARED_MAX:
-                    _BLOCKS.clear()
-                _BLOCKS[key] = (fields, block)
-            self._blocks[req] = block
+        hit = self._blocks.get(id(req))
+        if hit is not None and hit[0] is req:
+            return hit[1]
+        # Shared by the devices of one profile (they share its fields list, devices.py): a decoder
+        # depends only on the request and the fields.
+        fields = self.device.fields
+        key = (req, id(fields))
+        shared = _BLOCKS.get(key)
+        if shared is not None and shared[0] is fields:
+            block = shared[1]
+        else:
+            block = BlockDecoder(req, fields, self.device.spans)
+            if len(_BLOCKS) >= _SHARED_MAX:
+                _BLOCKS.clear()
+            _BLOCKS[key] = (fields, block)
+        self._blocks[id(req)] = (req, block)
         return block
 
     async def poll(self, ts_ns: int, *, probe_only: bool = False, detail: bool = False) -> PollResult:
