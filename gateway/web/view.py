@@ -7,8 +7,9 @@ sink, poll latency, and the overall green / amber / red with its reasons.
 The tick keeps only what needs observing every second and costs per device,
 not per series; the series' values and the JSON are rendered when a client asks,
 at most once per tick (a second client in the same second gets the same bytes),
-so a gateway nobody looks at pays nothing per value for its page. Only listed fields are copied from the
-daemon's status: a sink's own status (URLs, paths) never reaches the page.
+so a gateway nobody looks at pays nothing per value for its page. Only listed
+fields are copied from the daemon's status: a sink's own status (URLs, paths)
+never reaches the page.
 """
 
 from __future__ import annotations
