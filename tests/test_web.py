@@ -477,3 +477,7 @@ def test_sampler_puts_each_new_frame_into_its_rings_and_the_newest_of_two_layout
     observe([_frame("meter", ["voltage", "power"], [1.0, 1.0], t0 - 3610 * 10**9)])  # an hour late: same ring slot
     history.sample()
     assert [v for _, v in history.points(("bus", "meter", "voltage"), *span)] == [229.0, 232.0]  # kept the newer
+    observe([_frame("meter", ["voltage", "power"], [240.0, 5.0], t0 + 3 * 10**9)])
+    observe([_frame("meter", ["voltage", "current", "label"], [239.0, 1.0, "L1"], t0 + 25 * 10**8)])  # older, later
+    history.sample()
+    assert [v for _, v in history.points(("bus", "meter", "voltage"), *span)] == [229.0, 240.0]  # newest by time

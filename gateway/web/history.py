@@ -55,6 +55,10 @@ def _keys(fields: FrameFields, device: str) -> tuple[tuple[str, str], ...]:
     return keys
 
 
+def _ts(entry: Latest) -> int:
+    return entry.ts_ns
+
+
 def _position(frame: Frame, quantity: str) -> int:
     positions: dict[str, int] | None = frame.fields.memo.get(_POSITION_MEMO)
     if positions is None:
@@ -163,12 +167,10 @@ class SeriesHistory:
                     values += len(r.values)
                     key: tuple[str, object] = (r.device, id(r.fields))  # the frame holds its fields: id is unique
                 else:
-                    latest[(r.device, r.quantity)] = r
-                    values += 1
                     key = (r.device, r.quantity)
-                # moved to the end: sample() replays in arrival order, so the newest of two layouts wins
-                pending.pop(key, None)
-                pending[key] = r
+                    latest[key] = r
+                    values += 1
+                pending[key] = r  # the newest of its device and layout (sample() orders layouts by time)
             self.observed_total += values
 
         return observe
@@ -199,7 +201,8 @@ class SeriesHistory:
         for source, pending in self._pending.items():
             if not pending:
                 continue
-            entries = list(pending.values())
+            # by time: of two layouts that share a quantity, the newer frame's value is the one kept
+            entries = sorted(pending.values(), key=_ts)
             pending.clear()
             devices = self._devices.setdefault(source, set())
             for entry in entries:
