@@ -258,7 +258,8 @@ class SeriesHistory:
         for series, value in zip(slots, values, strict=True):
             hour, day = series.hour, series.day
             if hour is None or day is None:
-                self._put(series, ts_ns, value)
+                if not series.capped:  # a series over the memory bound has no rings, ever
+                    self._put(series, ts_ns, value)
                 continue
             if hour_bucket >= hour.buckets[hour_slot]:  # as Ring.put: a late reading never overwrites a newer step
                 hour.buckets[hour_slot] = hour_bucket

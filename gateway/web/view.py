@@ -20,9 +20,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from gateway.model import Quality
 from gateway.web.history import SeriesHistory
 
 API_VERSION = 1
+_QUALITY = {q: q.name.lower() for q in Quality}  # the page renders one per series
 RATE_WINDOW_S = 10.0
 AVAILABILITY_WINDOW_S = 3600
 BACKLOG_AMBER_S = 120.0
@@ -179,7 +181,7 @@ class StatusView:
                         "unit": r.unit,
                         "value": r.value,
                         "ts_ns": r.ts_ns,
-                        "quality": r.quality.name.lower(),
+                        "quality": _QUALITY[r.quality],
                     })  # fmt: skip
             devices = []
             for d in src["devices"]:
