@@ -5,8 +5,10 @@ path a reading costs one dict store (the newest reading of its series wins), so
 the pipeline's ~60k readings/s do not notice it (bench/bench_web.py measures it).
 A frame is not expanded: each of its series keys points at the frame (one
 ``dict.update`` from precomputed keys), and a Reading is made only when the
-page or ``sample()`` looks at it.
-Once a second ``sample()`` copies each series' newest value into its rings:
+page looks at it. Each item is also noted as pending, one entry per device and
+layout (one more dict store), so that once a second ``sample()`` looks only at
+the frames that arrived, not at every series, and copies each frame's values
+into its series' rings in one pass:
 
 - the hour ring: one point per ``step_s`` (default 10 s, 360 points for an hour);
 - the day ring: one point per 2 minutes, 720 points for 24 hours.
