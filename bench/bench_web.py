@@ -11,6 +11,9 @@
    each after ``--seconds``, and the daemon's CPU per request for a burst of
    status requests (from /proc/<pid>/stat, minus the idle CPU of the same time).
 3. The normaliser with and without the history observer, per reading.
+4. The page's once-a-second tick without a browser (``--devices`` x ``--registers``
+   in frames of 40, one poll of each device per second): CPU per tick, per value,
+   and of one render of /api/status when a client asks.
 """
 
 from __future__ import annotations
@@ -138,11 +141,52 @@ def hot_path(n: int = 200_000) -> tuple[float, float]:
     return results[0], results[1]
 
 
+def tick_cost(devices: int, registers: int, ticks: int = 10) -> dict[str, float]:
+    """The tick and one render of /api/status, in ms (best of ``ticks``)."""
+    from gateway.frame import Frame, FrameFields
+    from gateway.web.history import SeriesHistory
+    from gateway.web.view import StatusView
+
+    history = SeriesHistory()
+    observe = history.observer("bus")
+    layouts = [
+        FrameFields.of([f"r{i}" for i in range(lo, min(lo + 40, registers))], ["V"] * min(40, registers - lo))
+        for lo in range(0, registers, 40)
+    ]
+    status = {"site": "s", "gateway": "g", "version": "1", "started_ns": time.time_ns(), "clock_synchronized": True,
+              "sources": {"bus": {"driver": "modbus", "state": "running", "error": None, "restarts": 0,
+                                  "readings": 0, "devices_down": [], "down_reasons": {}}},
+              "sinks": {}, "buffer": None}  # fmt: skip
+    view = StatusView(status=lambda: status, history=history)
+    best_tick = best_render = float("inf")
+    for n in range(ticks):
+        now = time.time_ns()
+        for d in range(devices):
+            observe([Frame(now, "s", "g", f"dev-{d}", f, [float(n + d)] * len(f)) for f in layouts])
+        t0 = time.perf_counter()
+        view.tick()
+        t1 = time.perf_counter()
+        payload = view.payload
+        t2 = time.perf_counter()
+        assert payload
+        best_tick, best_render = min(best_tick, t1 - t0), min(best_render, t2 - t1)
+    return {"tick_ms": best_tick * 1e3, "render_ms": best_render * 1e3, "values": devices * registers}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--series", type=int, default=100)
+    parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument("--registers", type=int, default=500)
+    parser.add_argument("--tick-only", action="store_true", help="only part 4 (no daemon)")
     args = parser.parse_args()
+    tick = tick_cost(args.devices, args.registers)
+    print(f"tick, {args.devices} x {args.registers} values/s, no browser: {tick['tick_ms']:.1f} ms/s "
+          f"({tick['tick_ms'] * 1e3 / tick['values']:.2f} us per value); "
+          f"one /api/status render when asked: {tick['render_ms']:.1f} ms")  # fmt: skip
+    if args.tick_only:
+        return
     print(f"import aiohttp.web          : +{import_cost('aiohttp.web') / 1024:.1f} MB RSS")
     print(f"import gateway.web.server   : +{import_cost('gateway.web.server') / 1024:.1f} MB RSS")
     off = run_daemon(args.series, args.seconds, web=False)

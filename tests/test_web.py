@@ -379,3 +379,105 @@ async def test_a_reload_that_removes_a_source_removes_it_from_the_page(daemon_on
     assert [s["name"] for s in status["sources"]] == ["harbour"]
     series = json.loads((await http(port, "GET", "/api/series"))[2])["series"]
     assert not any(s["source"] == "street" for s in series)
+
+
+# --- the tick is cheap; the page is rendered when asked ------------------------------------------------------
+
+
+def _frame(device: str, quantities: list[str], values: list[object], ts_ns: int, unit: str = "V"):  # type: ignore[no-untyped-def]
+    from gateway.frame import Frame, FrameFields
+
+    return Frame(ts_ns, "s", "g", device, FrameFields.of(quantities, [unit] * len(quantities)), values)  # type: ignore[arg-type]
+
+
+class _CountingHistory(SeriesHistory):
+    """Counts how often the newest values of every series are read (the per-series work of the page)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def latest_points(self, source: str):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().latest_points(source)
+
+
+def test_tick_reads_no_series_and_the_page_is_rendered_once_per_tick_when_asked() -> None:
+    from gateway.web.view import StatusView
+
+    history = _CountingHistory()
+    t0 = 1_700_000_000 * 10**9
+    history.observer("bus")([_frame("meter", ["current", "voltage"], [1.5, 230.0], t0)])
+    status = _daemon_status(sink_state="ok", pending=0, oldest_age_s=0.0, down=[])
+    view = StatusView(status=lambda: status, history=history)
+    for _ in range(3):  # nobody looks: no series is read, no JSON is made
+        view.tick()
+    assert history.reads == 0
+    first = view.payload
+    assert view.payload is first and history.reads == 1  # a second client in the same second: same bytes
+    history.observer("bus")([_frame("meter", ["current", "voltage"], [1.6, 231.0], t0 + 10**9)])
+    view.tick()
+    assert history.reads == 1  # the tick still reads none
+    (device,) = json.loads(view.payload)["sources"][0]["devices"]
+    assert [s["value"] for s in device["series"]] == [1.6, 231.0] and history.reads == 2
+
+
+def test_status_json_has_every_series_of_every_device_and_the_devices_down() -> None:
+    from gateway.web.view import StatusView
+
+    history = SeriesHistory()
+    t0 = 1_700_000_000 * 10**9
+    observe = history.observer("bus")
+    observe([_frame("meter", ["voltage", "current"], [230.0, 1.5], t0)])
+    observe([_reading("meter", "energy", 7.0, t0 + 5)])
+    observe([_frame("pump", ["state"], ["running"], t0 + 9, unit="")])
+    status = _daemon_status(sink_state="ok", pending=0, oldest_age_s=0.0, down=["valve"])
+    view = StatusView(status=lambda: status, history=history)
+    view.tick()
+    (source,) = json.loads(view.payload)["sources"]
+    assert list(source) == ["name", "driver", "state", "error", "restarts", "readings", "last_reading_ns",
+                            "poll_latency_s", "devices"]  # fmt: skip
+    assert source["last_reading_ns"] == t0 + 9
+    meter, pump, valve = source["devices"]
+    assert list(meter) == ["name", "state", "down_since_ns", "error", "availability", "last_reading_ns", "series"]
+    assert meter["name"] == "meter" and meter["state"] == "up" and meter["availability"] == 1.0
+    assert meter["last_reading_ns"] == t0 + 5
+    assert meter["series"] == [
+        {"id": "bus/meter/current", "quantity": "current", "unit": "V", "value": 1.5, "ts_ns": t0, "quality": "good"},
+        {"id": "bus/meter/energy", "quantity": "energy", "unit": "V", "value": 7.0, "ts_ns": t0 + 5,
+         "quality": "good"},
+        {"id": "bus/meter/voltage", "quantity": "voltage", "unit": "V", "value": 230.0, "ts_ns": t0,
+         "quality": "good"},
+    ]  # fmt: skip
+    assert [s["value"] for s in pump["series"]] == ["running"]
+    assert valve["state"] == "down" and valve["series"] == [] and valve["last_reading_ns"] is None
+    assert valve["error"] == "no answer in time" and valve["availability"] == 0.0
+
+
+def test_sampler_puts_each_new_frame_into_its_rings_and_the_newest_of_two_layouts_wins() -> None:
+    history = SeriesHistory(step_s=10.0)
+    observe = history.observer("bus")
+    t0 = 1_700_000_000 * 10**9
+    observe([_frame("meter", ["voltage", "current", "label"], [230.0, 1.5, "L1"], t0)])
+    observe([_frame("meter", ["voltage", "power"], [231.0, math.inf], t0 + 10**9)])  # same voltage, other layout
+    history.sample()
+    span = (t0 - 10**10, t0 + 10**10)
+    assert [v for _, v in history.points(("bus", "meter", "voltage"), *span)] == [231.0]  # the newest frame
+    assert [v for _, v in history.points(("bus", "meter", "current"), *span)] == [1.5]  # beside a text value
+    assert history.points(("bus", "meter", "power"), *span) == []  # not finite: no point
+    assert history.points(("bus", "meter", "label"), *span) == []  # text: last value only
+    assert history.devices("bus") == {"meter"}
+    observe([_frame("meter", ["voltage", "current", "label"], [229.0, 1.0, "L1"], t0 - 10**10)])  # a step before
+    history.sample()
+    assert [v for _, v in history.points(("bus", "meter", "voltage"), *span)] == [229.0, 231.0]
+    observe([_frame("meter", ["voltage", "power"], [232.0, 5.0], t0 + 2 * 10**9)])
+    history.sample()
+    assert [v for _, v in history.points(("bus", "meter", "voltage"), *span)] == [229.0, 232.0]
+    assert [v for _, v in history.points(("bus", "meter", "power"), *span)] == [5.0]
+    observe([_frame("meter", ["voltage", "power"], [1.0, 1.0], t0 - 3610 * 10**9)])  # an hour late: same ring slot
+    history.sample()
+    assert [v for _, v in history.points(("bus", "meter", "voltage"), *span)] == [229.0, 232.0]  # kept the newer
+    observe([_frame("meter", ["voltage", "power"], [240.0, 5.0], t0 + 3 * 10**9)])
+    observe([_frame("meter", ["voltage", "current", "label"], [239.0, 1.0, "L1"], t0 + 25 * 10**8)])  # older, later
+    history.sample()
+    assert [v for _, v in history.points(("bus", "meter", "voltage"), *span)] == [229.0, 240.0]  # newest by time

@@ -5,8 +5,10 @@ path a reading costs one dict store (the newest reading of its series wins), so
 the pipeline's ~60k readings/s do not notice it (bench/bench_web.py measures it).
 A frame is not expanded: each of its series keys points at the frame (one
 ``dict.update`` from precomputed keys), and a Reading is made only when the
-page or ``sample()`` looks at it.
-Once a second ``sample()`` copies each series' newest value into its rings:
+page looks at it. Each item is also noted as pending, one entry per device and
+layout (one more dict store), so that once a second ``sample()`` looks only at
+the frames that arrived, not at every series, and copies each frame's values
+into its series' rings in one pass:
 
 - the hour ring: one point per ``step_s`` (default 10 s, 360 points for an hour);
 - the day ring: one point per 2 minutes, 720 points for 24 hours.
@@ -24,7 +26,7 @@ import math
 import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import repeat
 from typing import NamedTuple
 
@@ -37,6 +39,7 @@ HOUR_NS = 3600 * 10**9
 MAX_RING_BYTES = 16 * 1024**2  # ~970 series with the defaults; a site with more sees the rest without plots
 DAY_STEP_S = 120.0
 DAY_POINTS = 720
+MAX_LAYOUTS = 100_000  # (source, device, layout) entries of the sampler's cache; 100 x 500 in frames of 40 is 1,300
 
 SeriesKey = tuple[str, str, str]  # source, device, quantity
 Latest = Reading | Frame  # a frame stands for its value of the series
@@ -52,6 +55,10 @@ def _keys(fields: FrameFields, device: str) -> tuple[tuple[str, str], ...]:
             by_device.clear()
         keys = by_device[device] = tuple((device, q) for q in fields.quantities)
     return keys
+
+
+def _ts(entry: Latest) -> int:
+    return entry.ts_ns
 
 
 def _position(frame: Frame, quantity: str) -> int:
@@ -119,7 +126,6 @@ class Series:
     unit: str = ""
     hour: Ring | None = None
     day: Ring | None = None
-    sampled: Latest | None = field(default=None, repr=False)
     capped: bool = False  # no rings: the history was full when it appeared
 
 
@@ -142,11 +148,18 @@ class SeriesHistory:
         # source -> (device, quantity) -> newest reading (or the frame holding it); written on the hot path.
         self._latest: dict[str, dict[tuple[str, str], Latest]] = {}
         self._series: dict[SeriesKey, Series] = {}
+        # source -> (device, layout id or quantity) -> the newest frame or reading not yet sampled; hot path too.
+        self._pending: dict[str, dict[tuple[str, object], Latest]] = {}
+        self._devices: dict[str, set[str]] = {}
+        self._slots: dict[tuple[str, str, int], tuple[FrameFields, list[Series]]] = {}
+        self._hour_step_ns = round(step_s * 1e9)
+        self._day_step_ns = round(day_step_s * 1e9)
         self.observed_total = 0  # readings seen, for the ingest rate
 
     def observer(self, source: str) -> Callable[[Sequence[Item]], None]:
         """The hook for one source's normaliser: keeps the newest reading of each series."""
         latest = self._latest.setdefault(source, {})
+        pending = self._pending.setdefault(source, {})
 
         def observe(items: Sequence[Item]) -> None:
             values = 0
@@ -154,9 +167,12 @@ class SeriesHistory:
                 if isinstance(r, Frame):
                     latest.update(zip(_keys(r.fields, r.device), repeat(r)))
                     values += len(r.values)
+                    key: tuple[str, object] = (r.device, id(r.fields))  # the frame holds its fields: id is unique
                 else:
-                    latest[(r.device, r.quantity)] = r
+                    key = (r.device, r.quantity)
+                    latest[key] = r
                     values += 1
+                pending[key] = r  # the newest of its device and layout (sample() orders layouts by time)
             self.observed_total += values
 
         return observe
@@ -164,30 +180,95 @@ class SeriesHistory:
     def forget_source(self, source: str) -> None:
         """A source removed by a reload: its series leave the page and give their memory back."""
         self._latest.pop(source, None)
+        self._pending.pop(source, None)
+        self._devices.pop(source, None)
+        for layout in [k for k in self._slots if k[0] == source]:
+            del self._slots[layout]
         for key in [k for k in self._series if k[0] == source]:
             series = self._series.pop(key)
             if series.hour is not None:
                 self.ring_bytes -= 16 * (self.hour_points + self.day_points)
 
+    def devices(self, source: str) -> set[str]:
+        """The devices of one source that have sent a value (up to the last ``sample()``)."""
+        return self._devices.get(source, set())
+
     def sample(self, now_ns: int | None = None) -> None:
-        """Copy each series' newest value into its rings (called about once a second)."""
-        for source, latest in self._latest.items():
-            for (device, quantity), entry in list(latest.items()):
-                key = (source, device, quantity)
-                series = self._series.get(key)
-                if series is not None and entry is series.sampled:
-                    continue
-                if isinstance(entry, Frame):  # no Reading needed: the value, unit and time are in the frame
-                    i = _position(entry, quantity)
-                    ts_ns, value, unit = entry.ts_ns, entry.values[i], entry.fields.units[i]
+        """Copy the newest value of each series into its rings (called about once a second).
+
+        Works per frame, not per series: only the frames that arrived since the
+        last call are looked at (the newest of each device and layout), and a
+        frame's values go into the rings of its layout's series in one pass.
+        """
+        for source, pending in self._pending.items():
+            if not pending:
+                continue
+            # by time: of two layouts that share a quantity, the newer frame's value is the one kept
+            entries = sorted(pending.values(), key=_ts)
+            pending.clear()
+            devices = self._devices.setdefault(source, set())
+            for entry in entries:
+                devices.add(entry.device)
+                if isinstance(entry, Frame):
+                    self._sample_frame(source, entry)
                 else:
-                    ts_ns, value, unit = entry.ts_ns, entry.value, entry.unit
-                if series is None:
-                    series = self._series[key] = Series(source, device, quantity, unit)
-                series.sampled = entry
-                series.unit = unit
+                    series = self._series.get((source, entry.device, entry.quantity))
+                    if series is None:
+                        series = self._series[(source, entry.device, entry.quantity)] = Series(
+                            source, entry.device, entry.quantity, entry.unit
+                        )
+                    series.unit = entry.unit
+                    value = entry.value
+                    if isinstance(value, bool | int | float) and math.isfinite(float(value)):
+                        self._put(series, entry.ts_ns, float(value))
+
+    def _layout_series(self, source: str, frame: Frame) -> list[Series]:
+        """The series of each position of a frame's layout, made once per source, device and layout."""
+        fields = frame.fields
+        key = (source, frame.device, id(fields))
+        hit = self._slots.get(key)
+        if hit is not None and hit[0] is fields:  # an id may be reused once its fields are gone
+            return hit[1]
+        if len(self._slots) >= MAX_LAYOUTS:  # layouts named per frame: stay bounded
+            self._slots.clear()
+        out = []
+        for quantity, unit in zip(fields.quantities, fields.units, strict=True):
+            series = self._series.get((source, frame.device, quantity))
+            if series is None:
+                series = self._series[(source, frame.device, quantity)] = Series(source, frame.device, quantity)
+            series.unit = unit
+            out.append(series)
+        self._slots[key] = (fields, out)
+        return out
+
+    def _sample_frame(self, source: str, frame: Frame) -> None:
+        slots = self._layout_series(source, frame)
+        try:  # all numbers and finite (the usual frame): one conversion and one check for the frame
+            values: Sequence[float] = array("d", frame.values)  # type: ignore[arg-type]  # TypeError: not numbers
+            numeric = math.isfinite(sum(values))  # a sum that overflows only sends us the slow way
+        except (TypeError, OverflowError):
+            numeric = False
+        if not numeric:
+            for series, value in zip(slots, frame.values, strict=True):
                 if isinstance(value, bool | int | float) and math.isfinite(float(value)):
-                    self._put(series, ts_ns, float(value))
+                    self._put(series, frame.ts_ns, float(value))
+            return
+        # Every ring has the same step and size: the slot and step number are the frame's, computed once.
+        ts_ns = frame.ts_ns
+        hour_bucket, day_bucket = ts_ns // self._hour_step_ns, ts_ns // self._day_step_ns
+        hour_slot, day_slot = hour_bucket % self.hour_points, day_bucket % self.day_points
+        for series, value in zip(slots, values, strict=True):
+            hour, day = series.hour, series.day
+            if hour is None or day is None:
+                if not series.capped:  # a series over the memory bound has no rings, ever
+                    self._put(series, ts_ns, value)
+                continue
+            if hour_bucket >= hour.buckets[hour_slot]:  # as Ring.put: a late reading never overwrites a newer step
+                hour.buckets[hour_slot] = hour_bucket
+                hour.values[hour_slot] = value
+            if day_bucket >= day.buckets[day_slot]:
+                day.buckets[day_slot] = day_bucket
+                day.values[day_slot] = value
 
     def record(self, key: SeriesKey, unit: str, value: float, ts_ns: int | None = None) -> None:
         """A gateway's own series (e.g. the buffer depth), sampled by the caller."""

@@ -1,7 +1,7 @@
 """The status page's routes (docs/web.md) and its once-a-second refresh, on the daemon's own loop.
 
 GET /                      the page (static files shipped in gateway/web/static)
-GET /api/status            everything the page shows (gateway/web/view.py), rebuilt once a second
+GET /api/status            everything the page shows (gateway/web/view.py), rendered when asked, once a second at most
 GET /api/series            the series: source, device, quantity, unit
 GET /api/series/points     one series' points: ?source=&device=&quantity=&from=&to= (ns since the epoch)
 GET /api/sparklines        the last hour of every series from the in-memory ring

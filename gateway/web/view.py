@@ -4,9 +4,12 @@ The daemon's ``status()`` says what is true now (source and sink states, buffer
 stats); this adds what needs memory of the last seconds: since when a device is
 down, its availability over the last hour, sent/s and time to drain of each
 sink, poll latency, and the overall green / amber / red with its reasons.
-The JSON is built once per tick and served as bytes, so a client polling every
-2 s costs a memcpy, not a rebuild. Only listed fields are copied from the
-daemon's status: a sink's own status (URLs, paths) never reaches the page.
+The tick keeps only what needs observing every second and costs per device,
+not per series; the series' values and the JSON are rendered when a client asks,
+at most once per tick (a second client in the same second gets the same bytes),
+so a gateway nobody looks at pays nothing per value for its page. Only listed
+fields are copied from the daemon's status: a sink's own status (URLs, paths)
+never reaches the page.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from gateway.model import Quality
 from gateway.web.history import SeriesHistory
 
 API_VERSION = 1
+_QUALITY = {q: q.name.lower() for q in Quality}  # the page renders one per series
 RATE_WINDOW_S = 10.0
 AVAILABILITY_WINDOW_S = 3600
 BACKLOG_AMBER_S = 120.0
@@ -106,10 +111,16 @@ class StatusView:
         self._latency: dict[str, tuple[float, float, float | None]] = {}
         self._drops: deque[tuple[float, int]] = deque()
         self._dead: deque[tuple[float, int]] = deque()
-        self.payload = b"{}"
-        self.data: dict[str, Any] = {}
+        self._tick: dict[str, Any] = {}  # the tick's findings, without the series values
+        self._data: dict[str, Any] | None = None  # rendered from _tick on the first request after a tick
+        self._payload: bytes | None = None
 
     def tick(self) -> None:
+        """What must be observed every second (rates, availability, down-since, latency, the rings).
+
+        Costs per device and per frame that arrived, not per series: the series'
+        values and the JSON are made only when a client asks (``payload``).
+        """
         now_ns = time.time_ns()
         now = time.monotonic()
         self.history.sample(now_ns)
@@ -135,28 +146,59 @@ class StatusView:
             "buffer": self._buffer(buffer, now_ns, now),
             "sinks": sinks,
         }
-        data["overall"] = overall(data)
-        self.data = data
-        self.payload = json.dumps(data, separators=(",", ":")).encode()
+        data["overall"] = overall(data)  # needs device states only, not their series
+        self._tick = data
+        self._data = self._payload = None
+
+    @property
+    def payload(self) -> bytes:
+        """/api/status as JSON, rendered at most once per tick and only when asked."""
+        if self._payload is None:
+            self._payload = json.dumps(self.data, separators=(",", ":")).encode()
+        return self._payload
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """/api/status as a dict (what ``payload`` encodes), rendered at most once per tick."""
+        if self._data is None:
+            self._data = self._render()
+        return self._data
+
+    def _render(self) -> dict[str, Any]:
+        """The tick's findings with the newest value of every series of the devices it saw."""
+        if not self._tick:
+            return {}
+        sources = []
+        for src in self._tick["sources"]:
+            by_device: dict[str, list[dict[str, Any]]] = {d["name"]: [] for d in src["devices"]}
+            name = src["name"]
+            for r in self.history.latest_points(name):
+                series = by_device.get(r.device)
+                if series is not None:  # a device newer than the tick waits for the next one
+                    series.append({
+                        "id": f"{name}/{r.device}/{r.quantity}",
+                        "quantity": r.quantity,
+                        "unit": r.unit,
+                        "value": r.value,
+                        "ts_ns": r.ts_ns,
+                        "quality": _QUALITY[r.quality],
+                    })  # fmt: skip
+            devices = []
+            for d in src["devices"]:
+                series = sorted(by_device[d["name"]], key=lambda x: x["quantity"])
+                last = max((x["ts_ns"] for x in series), default=None)
+                devices.append({**d, "last_reading_ns": last, "series": series})
+            last_source = max((d["last_reading_ns"] or 0 for d in devices), default=0) or None
+            sources.append({**src, "last_reading_ns": last_source, "devices": devices})
+        return {**self._tick, "sources": sources}
 
     def _source(self, name: str, s: dict[str, Any], now_ns: int) -> dict[str, Any]:
-        devices: dict[str, list[dict[str, Any]]] = {}
-        for r in self.history.latest_points(name):
-            devices.setdefault(r.device, []).append({
-                "id": f"{name}/{r.device}/{r.quantity}",
-                "quantity": r.quantity,
-                "unit": r.unit,
-                "value": r.value,
-                "ts_ns": r.ts_ns,
-                "quality": r.quality.name.lower(),
-            })  # fmt: skip
+        """A source's state and its devices' (up or down, since when, availability); no series."""
         down = set(s.get("devices_down") or ())
         reasons = s.get("down_reasons") or {}
-        for d in down:
-            devices.setdefault(d, [])
         state = s.get("state")
-        out = []
-        for device in sorted(devices):
+        out: list[dict[str, Any]] = []
+        for device in sorted(self.history.devices(name) | down):
             key = (name, device)
             is_down = device in down or state == "failing"
             if is_down:
@@ -165,7 +207,6 @@ class StatusView:
                 self._down_since.pop(key, None)
             window = self._up.setdefault(key, _UpWindow())
             window.add(not is_down)
-            series = sorted(devices[device], key=lambda x: x["quantity"])
             dev_state = "down" if is_down else ("restarting" if state == "restarting" else "up")
             out.append({
                 "name": device,
@@ -174,8 +215,8 @@ class StatusView:
                 "error": plain_words(reasons.get(device) or (s.get("error") if is_down else None))
                 or ("not answering" if is_down else None),
                 "availability": window.ratio,
-                "last_reading_ns": max((x["ts_ns"] for x in series), default=None),
-                "series": series,
+                "last_reading_ns": None,  # these two are filled in when the page is rendered
+                "series": [],
             })  # fmt: skip
         return {
             "name": name,
@@ -184,7 +225,7 @@ class StatusView:
             "error": plain_words(s.get("error")),
             "restarts": s.get("restarts", 0),
             "readings": s.get("readings", 0),
-            "last_reading_ns": max((d["last_reading_ns"] or 0 for d in out), default=0) or None,
+            "last_reading_ns": None,  # filled in when the page is rendered
             "poll_latency_s": self._recent_latency(name, s),
             "devices": out,
         }
