@@ -125,15 +125,20 @@ class SinkDispatcher:
             return
         # Always starts from the sink's cursor: after a restart the batch that
         # was in memory is read again from the buffer.
+        # The wake-up is cleared before every take, never after: a commit that lands while a take is on
+        # the buffer's thread (or a batch on the wire) must wake the next wait, or its readings waited
+        # IDLE_WAIT_S for nothing (p99 latency 1 s at light load).
+        self._new_data.clear()
         batch = await self.buffer.take_frames(self.name, self.batch_size)
         while True:
             if not batch:
                 self._mended()  # the buffer answers and nothing is pending
-                self._new_data.clear()
                 await wait_event(self._new_data, IDLE_WAIT_S)
+                self._new_data.clear()
                 batch = await self.buffer.take_frames(self.name, self.batch_size)
                 continue
             # Read the next batch while this one is on the wire.
+            self._new_data.clear()
             prefetch = asyncio.create_task(
                 self.buffer.take_frames(self.name, self.batch_size, after_id=batch[-1].last_id)
             )
@@ -170,6 +175,7 @@ class SinkDispatcher:
         while True:
             # The windows take readings one by one, so read values (take cuts frames at the limit): a
             # short batch then means the backlog is read, which whole frames could not tell.
+            self._new_data.clear()  # before the take, as in _loop
             batch = await self.buffer.take(self.name, self.batch_size, after_id=read_through)
             if batch:
                 read_through = batch[-1].id
@@ -198,7 +204,6 @@ class SinkDispatcher:
                             self.metrics.buffer_dropped.labels("drop_oldest").inc(lost)
                 self._mended()
             if not batch:
-                self._new_data.clear()
                 await wait_event(self._new_data, IDLE_WAIT_S)
 
     def _count_routed(self, selected: int, filtered: int) -> None:

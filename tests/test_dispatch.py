@@ -431,3 +431,38 @@ async def test_a_nan_in_a_frame_is_dead_lettered_and_the_rest_stored_in_victoria
     assert letter.reading.quantity == "register_42" and "NaN" in letter.reason
     stored = {s["metric"]["__name__"]: s["values"] for s in victoria.export('{device="meter"}')}  # type: ignore[index]
     assert stored == {f"register_{i}_value": [i / 4] for i in range(100) if i != 42}
+
+
+class CommitDuringTake:
+    """The real buffer, with a commit landing while the dispatcher's (empty) take is on the buffer's thread:
+    the writer commits and wakes the dispatcher before the take returns."""
+
+    def __init__(self, buffer: AsyncBuffer) -> None:
+        self.buffer = buffer
+        self.dispatcher: SinkDispatcher | None = None
+        self.committed = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.buffer, name)
+
+    async def take_frames(self, sink: str, limit: int, after_id: int | None = None) -> list[object]:
+        got = await self.buffer.take_frames(sink, limit, after_id)
+        if not got and not self.committed and self.dispatcher is not None:
+            self.committed = True
+            await self.buffer.append(readings(3))
+            self.dispatcher.notify()
+        return got  # type: ignore[return-value]
+
+
+async def test_a_commit_during_a_take_wakes_the_dispatcher(
+    buffer: AsyncBuffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wake-up was cleared after the take: a commit landing meanwhile waited IDLE_WAIT_S (1 s, p99 latency).
+    monkeypatch.setattr("gateway.dispatch.IDLE_WAIT_S", 600.0)
+    sink = ScriptedSink("a", lambda values, call: SendResult.ok())
+    await buffer.set_sinks(["a"])
+    racy = CommitDuringTake(buffer)
+    d = SinkDispatcher(sink, racy, backoff=fast())  # type: ignore[arg-type]
+    racy.dispatcher = d
+    await run_until(lambda: sink.stored == [0, 1, 2], d, timeout=30)
+    assert racy.committed
