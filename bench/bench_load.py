@@ -127,6 +127,7 @@ def write_config(
     *,
     web: bool,
     interval_s: float,
+    batch_size: int | None = None,
 ) -> tuple[int, str]:
     metrics_port, web_port = free_port(), free_port()
     topic_root = f"load/{scenario.name}"
@@ -141,11 +142,15 @@ def write_config(
             f'[[sinks]]\ntype = "mqtt"\nhost = "127.0.0.1"\nport = {sink_port}\nmode = "senml"\nqos = 1\n'
             f'topic = "{topic_root}/{{device}}"\n'
         )
+        if batch_size:
+            text += f"batch_size = {batch_size}\n"
     else:
         text += (
             f'[[sinks]]\ntype = "influxdb"\nurl = "http://127.0.0.1:{sink_port}"\norg = "bench"\n'
             'bucket = "bench"\ngzip = true\n'
         )
+        if batch_size:
+            text += f"batch_size = {batch_size}\n"
     for i, port in enumerate(ports):
         text += (
             f'[[sources]]\ndriver = "modbus"\nname = "ep{i:03d}"\ntransport = "tcp"\nhost = "127.0.0.1"\n'
@@ -231,6 +236,7 @@ def run_scenario(
             folder / "profiles",
             web=args.web,
             interval_s=args.interval,
+            batch_size=args.batch_size,
         )
         if args.sink == "mqtt":
             counter = subprocess.Popen(
@@ -325,6 +331,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="per scenario, startup included (default 20)")
     ap.add_argument("--warmup", type=float, default=3.0, help="after the first delivered value (default 3)")
     ap.add_argument("--sink", choices=("mqtt", "influxdb"), default="mqtt")
+    ap.add_argument("--batch-size", type=int, default=None, help="the sink's batch_size (default: its default)")
     ap.add_argument("--interval", type=float, default=1.0, help="poll interval in s (default 1; startup: 0.1)")
     ap.add_argument("--type", choices=("uint16", "float32"), default="uint16", help="register type (default uint16)")
     ap.add_argument(
