@@ -82,16 +82,29 @@ class ReadingValidator:
             # The hot path: names seen before, one set lookup each (this runs for every reading).
             # "" is a valid unit but not a valid tag: it is never in `good` (so a tag key "" is never accepted)
             unit_ok = r.unit in good or r.unit == ""
-            if device in good and r.quantity in good and unit_ok and r.site in good and r.gateway in good:
-                tags = r.tags
-                if not tags or self._good_tags.get(id(tags)) is tags:
-                    return None
-                if all(k in good and v in good for k, v in tags.items()):
-                    self._remember_tags(tags)
-                    return None
+            if (
+                device in good
+                and r.quantity in good
+                and unit_ok
+                and r.site in good
+                and r.gateway in good
+                and self._known_tags(r.tags)
+            ):
+                return None
         except TypeError:  # an unhashable name: the checks below say what is wrong
             pass
         return self._names_problem(r, device)
+
+    def _known_tags(self, tags: Mapping[str, str]) -> bool:
+        """True if every key and value was accepted before (the set is then remembered by identity).
+        May raise TypeError for an unhashable tag: the callers' slow path says what is wrong."""
+        if not tags or self._good_tags.get(id(tags)) is tags:
+            return True
+        good = self._good
+        if all(k in good and v in good for k, v in tags.items()):
+            self._remember_tags(tags)
+            return True
+        return False
 
     def _names_problem(self, r: Reading, device: str) -> Problem | None:
         for what, text in (("device", device), ("quantity", r.quantity), ("unit", r.unit), ("site", r.site),
@@ -124,13 +137,14 @@ class ReadingValidator:
         layout = memo[_LAYOUT_MEMO] if _LAYOUT_MEMO in memo else _layout_problems(frame.fields)
         good = self._good
         try:
-            if layout is None and device in good and frame.site in good and frame.gateway in good:
-                tags = frame.tags
-                if not tags or self._good_tags.get(id(tags)) is tags:
-                    return None
-                if all(k in good and v in good for k, v in tags.items()):
-                    self._remember_tags(tags)
-                    return None
+            if (
+                layout is None
+                and device in good
+                and frame.site in good
+                and frame.gateway in good
+                and self._known_tags(frame.tags)
+            ):
+                return None
         except TypeError:  # an unhashable name: the checks below say what is wrong
             pass
         n = len(frame.values)
