@@ -83,10 +83,11 @@ class SinkConfig(BaseModel):
 
     type: str
     name: str = Field(default="", description="unique sink name; defaults to the type")
-    # 20,000 values: at 100k values/s a batch of 5,000 (each a take, a send and an ack in turn) fell behind
-    # by 1 % and its lag grew; 20,000 kept up at 0.34 s p50 (bench_load 100x1000). It is a maximum: at light
-    # load a batch is whatever was committed.
-    batch_size: int = Field(default=20_000, ge=1, le=100_000)
+    # 5,000 values: a batch is sent and acknowledged whole within the sink's timeout, and after an outage the
+    # backlog drains in full batches over what is often a slow 4G link (~40 KB of gzipped line protocol).
+    # On a LAN at 100k values/s 5,000 fell 1 % behind (each batch a take, a send and an ack in turn) and
+    # 20,000 kept up at 0.34 s p50 (bench_load 100x1000): docs/sinks.md says when to raise it.
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
     enabled: bool = True
     # Routing (gateway/routing.py, docs/routing.md): which readings this sink receives and in what form.
     include: list[Rule] = Field(default_factory=list, description="send only readings matching one of these")
