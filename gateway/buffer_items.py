@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from typing import Final
 
 from gateway.buffer_types import BufferedFrame, BufferedReading
-from gateway.frame import Frame, FrameFields, Item
-from gateway.model import Quality, Reading
+from gateway.frame import Frame, Item, frame_of, same_frame
+from gateway.model import Reading
 
 StoredItem = tuple[int, Item]  # (id of its first value, item)
-
-_ALL_GOOD: Final = Quality.GOOD
 
 
 def readings_from(items: Iterable[StoredItem], start: int, limit: int) -> list[BufferedReading]:
@@ -68,46 +65,20 @@ def frames_from(items: Iterable[StoredItem], start: int, limit: int) -> list[Buf
         total += n
         if type(item) is Frame:
             if run:
-                out.append(_grouped(run))
+                out.append(BufferedFrame(run[0][0], frame_of([r for _, r in run])))
                 run = []
             out.append(BufferedFrame(first, item))
         else:
             r: Reading = item  # type: ignore[assignment]
-            if run and not _same_frame(run[0][1], r):
-                out.append(_grouped(run))
+            if run and not same_frame(run[0][1], r):
+                out.append(BufferedFrame(run[0][0], frame_of([r for _, r in run])))
                 run = []
             run.append((first, r))
         if total >= limit:
             break
     if run:
-        out.append(_grouped(run))
+        out.append(BufferedFrame(run[0][0], frame_of([r for _, r in run])))
     return out
-
-
-def _same_frame(head: Reading, r: Reading) -> bool:
-    return (
-        r.ts_ns == head.ts_ns
-        and r.device == head.device
-        and r.site == head.site
-        and r.gateway == head.gateway
-        and (r.tags is head.tags or r.tags == head.tags)
-    )
-
-
-def _grouped(run: list[tuple[int, Reading]]) -> BufferedFrame:
-    head = run[0][1]
-    quals = tuple(r.quality for _, r in run)
-    frame = Frame(
-        head.ts_ns,
-        head.site,
-        head.gateway,
-        head.device,
-        FrameFields.of([r.quantity for _, r in run], [r.unit for _, r in run]),
-        tuple(r.value for _, r in run),
-        head.tags,
-        None if all(q is _ALL_GOOD for q in quals) else quals,
-    )
-    return BufferedFrame(run[0][0], frame)
 
 
 class Tail:

@@ -28,8 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
-from gateway.frame import Frame, FrameFields, Item
-from gateway.frame_make import make_frame
+from gateway.frame import Frame, FrameFields, Item, make_frame
 from gateway.metrics import Metrics
 from gateway.model import Quality, Value, make_reading
 from gateway.quantities import QUANTITIES, convert_to_canonical

@@ -177,7 +177,7 @@ def test_the_status_page_history_takes_frames_without_expanding_them() -> None:
 
 
 def test_make_frame_builds_what_the_constructor_builds() -> None:
-    from gateway.frame_make import make_frame
+    from gateway.frame import make_frame
 
     layout = FrameFields.of(["voltage", "current"], ["V", "A"])
     args = (NOW_NS, "s", "g", "m", layout, (230.0, 5.0), {"phase": "L1"}, (Quality.GOOD, Quality.BAD))

@@ -33,8 +33,7 @@ from typing import Final
 from gateway.drivers.modbus.config import FieldSpec
 from gateway.drivers.modbus.decode import _STRUCT
 from gateway.drivers.modbus.planner import ReadRequest, Span
-from gateway.frame import Frame, FrameFields
-from gateway.frame_make import make_frame
+from gateway.frame import Frame, FrameFields, make_frame
 from gateway.model import Quality, Value
 from gateway.quantities import QUANTITIES, UNIT_ALIASES
 
