@@ -276,7 +276,7 @@ def run_scenario(
             if args.profile and spy is None and now > started + args.warmup + 1.5 and scenario.devices:
                 spy = subprocess.Popen(
                     [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(daemon.pid), "--format",
-                     "raw", "--rate", "100", "--nonblocking", "--duration", str(max(1, int(end - now - 0.5))),
+                     "raw", "--rate", str(args.profile_rate), "--nonblocking", "--duration", str(max(1, int(end - now - 0.5))),
                      "-o", str(folder / "pyspy.txt")],
                     stdout=log, stderr=subprocess.STDOUT,
                 )  # fmt: skip
@@ -345,6 +345,7 @@ def main() -> int:
         "--no-web", dest="web", action="store_false", help="turn the status page off (on by default, as shipped)"
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the daemon over the window; print its top 10")
+    ap.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     ap.add_argument("--stop-timeout", type=float, default=20.0, help="SIGKILL the daemon after this (default 20 s)")
     ap.add_argument("--pause", type=float, default=5.0, help="between two scenarios (default 5 s)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, arrivals)")
