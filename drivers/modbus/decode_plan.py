@@ -27,11 +27,11 @@ import math
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import add, itemgetter, le, mul
+from operator import add, itemgetter, le, mul, truediv
 from typing import Final
 
 from gateway.drivers.modbus.config import FieldSpec
-from gateway.drivers.modbus.decode import _STRUCT
+from gateway.drivers.modbus.decode import _STRUCT, scale_divisor
 from gateway.drivers.modbus.planner import ReadRequest, Span
 from gateway.frame import Frame, FrameFields, make_frame
 from gateway.model import Quality, Value
@@ -89,6 +89,12 @@ def _special(spec: FieldSpec) -> Callable[[object], Value] | None:
     return None
 
 
+def _scale_operand(scale: float) -> float:
+    """What ``_Arith`` applies: the divisor of a decimal scale, or the scale itself."""
+    divisor = scale_divisor(scale)
+    return scale if divisor is None else float(divisor)
+
+
 def _or(bound: float | None, default: float) -> float:
     return default if bound is None else bound
 
@@ -107,11 +113,12 @@ class _Arith:
     scales: tuple[float, ...] | None
     offsets: tuple[float, ...] | None
     factors: tuple[float, ...] | None
+    divide: bool = False  # ``scales`` are the divisors of decimal scales (decode.scale_divisor)
 
     def apply(self, raw: tuple[object, ...]) -> tuple[Value, ...]:
         values = self.positions(raw)
         if self.scales is not None:
-            values = map(mul, values, self.scales)  # type: ignore[assignment]
+            values = map(truediv if self.divide else mul, values, self.scales)  # type: ignore[assignment]
             if self.offsets is not None:
                 values = map(add, values, self.offsets)  # type: ignore[assignment]
         if self.factors is not None:
@@ -165,7 +172,7 @@ class BlockDecoder:
         # Post-processing groups: specials one by one, the rest by their operations.
         self.specials: list[tuple[int, Callable[[object], Value]]] = []
         masks: list[tuple[int, int, int]] = []
-        arith: dict[tuple[bool, bool], list[int]] = {}
+        arith: dict[tuple[bool, bool, bool], list[int]] = {}
         for k, spec in enumerate(specs):
             step = _special(spec)
             if step is not None:
@@ -174,16 +181,18 @@ class BlockDecoder:
             if spec.mask is not None:
                 masks.append((k, spec.mask, (spec.mask & -spec.mask).bit_length() - 1))
             scaled = spec.scale != 1.0 or spec.offset != 0.0
-            arith.setdefault((scaled, final_unit(spec)[1] is not None), []).append(k)
+            divided = scaled and scale_divisor(spec.scale) is not None  # as field_value's apply_scale
+            arith.setdefault((scaled, divided, final_unit(spec)[1] is not None), []).append(k)
         self.masks = masks
         self.groups = [
             _Arith(
                 picker(ks),
-                tuple(specs[k].scale for k in ks) if scaled else None,
+                tuple(_scale_operand(specs[k].scale) for k in ks) if scaled else None,
                 tuple(specs[k].offset for k in ks) if scaled and _adds(specs[k] for k in ks) else None,
                 tuple(final_unit(specs[k])[1] for k in ks) if converted else None,  # type: ignore[misc]
+                divided,
             )
-            for (scaled, converted), ks in arith.items()
+            for (scaled, divided, converted), ks in arith.items()
         ]
         numeric = [k for ks in arith.values() for k in ks]
         special = [k for k, _ in self.specials]

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from gateway.driver import DriverContext
 from gateway.drivers.modbus.bus import Bus, BusUnavailable, ExceptionResponse, ModbusTransportError
 from gateway.drivers.modbus.config import FieldSpec
-from gateway.drivers.modbus.decode import DecodeError, RegisterValue, decode_registers
+from gateway.drivers.modbus.decode import DecodeError, RegisterValue, apply_scale, decode_registers
 from gateway.drivers.modbus.decode_plan import Assembly, BlockDecoder, final_unit, tag_groups
 from gateway.drivers.modbus.devices import ResolvedDevice
 from gateway.drivers.modbus.planner import ReadRequest, split_request
@@ -63,7 +63,7 @@ def field_value(spec: FieldSpec, words: Sequence[int] | Sequence[bool]) -> tuple
         return raw, unit, Quality.GOOD, "ok"
     value: float | int = raw
     if spec.scale != 1.0 or spec.offset != 0.0:
-        value = raw * spec.scale + spec.offset
+        value = apply_scale(raw, spec.scale, spec.offset)
     converted = convert_to_canonical(spec.quantity, float(value), unit)
     if converted is not None and converted[1] != unit:
         value, unit = converted

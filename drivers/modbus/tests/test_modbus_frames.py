@@ -220,6 +220,17 @@ def _check_block(fields: list[FieldSpec], spans: list[Span], req: Any, words: li
         assert all(map(_same, from_bytes[0], values)) and from_bytes[1] == statuses
 
 
+@pytest.mark.parametrize(("scale", "word", "text"), [(0.01, 23017, "230.17"), (0.1, 3, "0.3"), (0.001, 1234, "1.234")])
+def test_a_decimal_scale_gives_the_decimal_in_both_paths(scale: float, word: int, text: str) -> None:
+    # raw * 0.01 would give 230.17000000000002 (and 0.30000000000000004): digits that travel in every payload
+    spec = FieldSpec(quantity="voltage", address=0, scale=scale)
+    assert repr(field_value(spec, [word])[0]) == text
+    fields, spans = [spec], [Span("holding", 0, 1)]
+    block = BlockDecoder(plan_requests(spans, max_registers=125, max_gap=0)[0], fields, spans)
+    decoded = block.decode(struct.pack(">H", word))
+    assert decoded is not None and repr(decoded[0][0]) == text
+
+
 def test_words_that_do_not_fit_fall_back_to_the_per_field_path() -> None:
     fields, spans, plan = _device(8)
     holding = next(r for r in plan if r.table == "holding")
