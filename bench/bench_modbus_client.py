@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -65,9 +66,9 @@ async def bench(ports: list[int], registers: int, requests: int, rounds: int) ->
     for b in buses:
         await b.connect()
     kinds: dict[str, list[Reader]] = {
-        "pymodbus": [lambda c=c: c.read_holding_registers(0, count=registers, device_id=1) for c in pm],
-        "ours": [lambda o=o: o.read(1, 3, 0, registers, 1.0) for o in ours],
-        "Bus": [lambda b=b: b.read_block("holding", 1, 0, registers, timeout=1.0, retries=0) for b in buses],
+        "pymodbus": [partial(c.read_holding_registers, 0, count=registers, device_id=1) for c in pm],
+        "ours": [partial(o.read, 1, 3, 0, registers, 1.0) for o in ours],
+        "Bus": [partial(b.read_block, "holding", 1, 0, registers, timeout=1.0, retries=0) for b in buses],
     }
     results: dict[str, list[float]] = {k: [] for k in kinds}
     for readers in kinds.values():  # warm up: first connections, caches
