@@ -263,6 +263,34 @@ async def test_a_silent_peer_times_out_and_the_connection_stays(peers: Callable[
         bus.close()
 
 
+async def test_each_request_gets_its_own_timeout_on_a_connection(peers: Callable[[Script], Peer]) -> None:
+    # One timer serves the connection (tcp_client._Connection._check): a shorter timeout after a long one
+    # must fire on time, and a longer one after a short one must not fire early.
+    held: list[Request] = []
+
+    def script(n: int, req: Request) -> bytes | None:
+        if n in (1, 3):
+            held.append(req)
+            return None
+        return answer(req, registers(n))
+
+    peer = peers(script)
+    bus = _bus(await peer.start())
+    try:
+        assert await bus.read("holding", 1, 0, 1, timeout=30.0, retries=0) == [0]  # arms the timer for +30 s
+        async with asyncio.timeout(10):  # a guard against waiting the 30 s, not a measurement
+            with pytest.raises(RequestTimeout):
+                await bus.read_block("holding", 1, 0, 1, timeout=0.05, retries=0)
+        assert await bus.read("holding", 1, 0, 1, timeout=0.05, retries=0) == [2]  # arms it for +0.05 s
+        task = asyncio.create_task(bus.read("holding", 1, 0, 1, timeout=30.0, retries=0))
+        await _until(lambda: len(held) == 2)
+        await asyncio.sleep(0.2)  # past the short deadline the timer was armed for
+        peer.push(answer(held[1], registers(0x0004)))
+        assert await task == [0x0004]  # the long request was not timed out by the short one's timer
+    finally:
+        bus.close()
+
+
 async def test_noise_then_an_answer_resynchronises_and_retries(peers: Callable[[Script], Peer]) -> None:
     noise = b"\x13\x37\xff\xfe\x00\x10garbage on the line"
 
