@@ -1,16 +1,19 @@
-"""One physical bus (serial line or TCP endpoint) over pymodbus' async clients.
+"""One physical bus (serial line or TCP endpoint): one transaction at a time, retries, typed errors.
 
-pymodbus' own retries are switched off (``retries=0``) so that this module can
-tell a timeout from a garbled frame and from "device busy", count each, and
-retry busy answers too; pymodbus' automatic reconnect is off as well
-(``reconnect_delay=0``) because the bus scheduler owns reconnecting with
-its own capped backoff and logs the transition once.
+Modbus TCP goes through our own client (``tcp_client.py``: its docstring says
+why); RTU and RTU over TCP through pymodbus' async clients. pymodbus' own
+retries are switched off (``retries=0``) so that this module can tell a
+timeout from a garbled frame and from "device busy", count each, and retry
+busy answers too; pymodbus' automatic reconnect is off as well
+(``reconnect_delay=0``) because the bus scheduler owns reconnecting with its
+own capped backoff and logs the transition once.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 from pymodbus import FramerType, ModbusException
@@ -19,57 +22,36 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from gateway.drivers.modbus.config import ModbusSourceConfig
-from gateway.drivers.modbus.responses import BIT_RESPONSES, RAW_RESPONSES, words_of
+from gateway.drivers.modbus.errors import (
+    EXC_NAMES,
+    BadResponse,
+    BusUnavailable,
+    ExceptionResponse,
+    GarbledResponse,
+    ModbusTransportError,
+    RequestTimeout,
+)
+from gateway.drivers.modbus.responses import _BITS, BIT_RESPONSES, RAW_RESPONSES, words_of
+from gateway.drivers.modbus.tcp_client import FUNCTION_CODES, ModbusTcpClient
 
-EXC_NAMES = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "device failure",
-    5: "acknowledge",
-    6: "device busy",
-    10: "gateway path unavailable",
-    11: "gateway target failed to respond",
-}
+__all__ = [
+    "BUSY_CODES",
+    "EXC_NAMES",
+    "BadResponse",
+    "Block",
+    "Bus",
+    "BusUnavailable",
+    "ExceptionResponse",
+    "GarbledResponse",
+    "ModbusTransportError",
+    "RequestTimeout",
+]
+
 BUSY_CODES = (5, 6)  # retried: the device is alive but cannot answer now
 REGISTER_TABLES = ("holding", "input")
 
 # An answer as handed to the poller: register bytes (big-endian, as sent) or bits.
 Block = bytes | list[bool]
-
-
-class ModbusTransportError(Exception):
-    """Base of the typed errors a read can raise."""
-
-    kind = "transport_error"  # the ctx.count_error() kind
-
-
-class RequestTimeout(ModbusTransportError):
-    kind = "timeout"
-
-
-class GarbledResponse(ModbusTransportError):
-    """Bytes came back but no valid frame (bad CRC, wrong length, noise on the line)."""
-
-    kind = "bad_crc"
-
-
-class ExceptionResponse(ModbusTransportError):
-    kind = "exception_response"
-
-    def __init__(self, code: int) -> None:
-        self.code = code
-        super().__init__(f"exception {code} ({EXC_NAMES.get(code, 'unknown')})")
-
-
-class BadResponse(ModbusTransportError):
-    kind = "bad_response"
-
-
-class BusUnavailable(ModbusTransportError):
-    """The port cannot be opened or the TCP connection cannot be (re)established."""
-
-    kind = "connection_lost"
 
 
 class Bus:
@@ -83,14 +65,19 @@ class Bus:
         self._lock = asyncio.Lock()
         self._last_end = 0.0
         self._rx_in_attempt = False
-        self.client = self._make_client()
+        self.client: ModbusTcpClient | AsyncModbusTcpClient | AsyncModbusSerialClient
+        if config.transport == "tcp":
+            assert config.host is not None
+            self.client = ModbusTcpClient(config.host, config.port)
+        else:
+            self.client = self._make_pymodbus_client()
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         if not sending and data:
             self._rx_in_attempt = True
         return data
 
-    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    def _make_pymodbus_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         c = self.config
         common: dict[str, Any] = {
             "timeout": c.timeout,
@@ -112,8 +99,7 @@ class Bus:
             )
         else:
             assert c.host is not None
-            framer = FramerType.RTU if c.transport == "rtu_over_tcp" else FramerType.SOCKET
-            client = AsyncModbusTcpClient(c.host, port=c.port, framer=framer, **common)
+            client = AsyncModbusTcpClient(c.host, port=c.port, framer=FramerType.RTU, **common)
         # pymodbus drops a TCP connection after a few unanswered requests; on a
         # gateway with many units one dead unit must not cut off the others.
         client.set_max_no_responses(1_000_000)
@@ -127,10 +113,14 @@ class Bus:
         return self.client.connected
 
     async def connect(self) -> None:
-        if self.client.connected:
+        client = self.client
+        if isinstance(client, ModbusTcpClient):
+            await client.connect(self.config.timeout)
+            return
+        if client.connected:
             return
         try:
-            ok = await self.client.connect()
+            ok = await client.connect()
         except (OSError, ModbusException) as exc:
             raise BusUnavailable(f"cannot open {self.config.endpoint}: {exc}") from exc
         if not ok:
@@ -171,55 +161,90 @@ class Bus:
         async with self._lock:
             if self.pause_s > 0:  # most buses have no pause: spare them a coroutine per request
                 await self._pause()
-            if not self.client.connected:
+            client = self.client
+            if not client.connected:
                 await self.connect()
-            # The per-request timeout is a client-wide setting in pymodbus; one
-            # transaction at a time (the lock) makes setting it per call safe.
-            self.client.ctx.comm_params.timeout_connect = timeout
-            self._rx_in_attempt = False
-            try:
-                pdu = await self._call(table, unit, address, count)
-            except ConnectionException as exc:
-                self.client.close()
-                raise BusUnavailable(f"{self.config.endpoint}: {exc}") from exc
-            except ModbusIOException as exc:
-                if not self.client.connected:
-                    raise BusUnavailable(f"{self.config.endpoint}: connection lost") from exc
-                if self._rx_in_attempt and self.config.transport != "tcp":
-                    # RTU framing drops a frame whose CRC fails; bytes without a
-                    # frame for us are noise or a corrupted answer. (On Modbus TCP
-                    # the only such bytes are late answers to an earlier request.)
-                    raise GarbledResponse(f"unit {unit}: invalid frame received") from exc
-                raise RequestTimeout(f"unit {unit}: no answer within {timeout:g}s") from exc
-            except (OSError, ModbusException) as exc:
-                self.client.close()
-                raise BusUnavailable(f"{self.config.endpoint}: {exc}") from exc
-            finally:
-                self._last_end = asyncio.get_running_loop().time()
+            if isinstance(client, ModbusTcpClient):
+                try:
+                    data = await client.read(unit, FUNCTION_CODES[table], address, count, timeout)
+                except BusUnavailable:
+                    client.close()
+                    raise
+                finally:
+                    self._last_end = asyncio.get_running_loop().time()
+                if table in REGISTER_TABLES:
+                    return _registers(data, unit, count)
+                return _bits(data, unit, count)
+            pdu = await self._pymodbus_call(client, table, unit, address, count, timeout)
         if pdu.isError():
             raise ExceptionResponse(pdu.exception_code)
         if table in REGISTER_TABLES:
-            # A RAW_RESPONSES class (registered in _make_client); anything else is an answer of another kind.
-            raw: bytes = getattr(pdu, "raw", b"")
-            if len(raw) < 2 * count:
-                raise BadResponse(f"unit {unit}: asked for {count} values, got {len(raw) // 2}")
-            return raw[: 2 * count] if len(raw) > 2 * count else raw
+            # A RAW_RESPONSES class (registered in _make_pymodbus_client); anything else is an answer of another kind.
+            return _registers(getattr(pdu, "raw", b""), unit, count)
         bits = list(pdu.bits[:count])
         if len(bits) < count:
             raise BadResponse(f"unit {unit}: asked for {count} values, got {len(bits)}")
         return bits
+
+    async def _pymodbus_call(
+        self,
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient,
+        table: str,
+        unit: int,
+        address: int,
+        count: int,
+        timeout: float,
+    ) -> ModbusPDU:
+        # The per-request timeout is a client-wide setting in pymodbus; one
+        # transaction at a time (the lock) makes setting it per call safe.
+        client.ctx.comm_params.timeout_connect = timeout
+        self._rx_in_attempt = False
+        try:
+            return await _call(client, table, unit, address, count)
+        except ConnectionException as exc:
+            client.close()
+            raise BusUnavailable(f"{self.config.endpoint}: {exc}") from exc
+        except ModbusIOException as exc:
+            if not client.connected:
+                raise BusUnavailable(f"{self.config.endpoint}: connection lost") from exc
+            if self._rx_in_attempt:
+                # RTU framing drops a frame whose CRC fails; bytes without a
+                # frame for us are noise or a corrupted answer.
+                raise GarbledResponse(f"unit {unit}: invalid frame received") from exc
+            raise RequestTimeout(f"unit {unit}: no answer within {timeout:g}s") from exc
+        except (OSError, ModbusException) as exc:
+            client.close()
+            raise BusUnavailable(f"{self.config.endpoint}: {exc}") from exc
+        finally:
+            self._last_end = asyncio.get_running_loop().time()
 
     async def _pause(self) -> None:
         wait = self._last_end + self.pause_s - asyncio.get_running_loop().time()
         if wait > 0:
             await asyncio.sleep(wait)
 
-    async def _call(self, table: str, unit: int, address: int, count: int) -> ModbusPDU:
-        c = self.client
-        if table == "holding":
-            return await c.read_holding_registers(address, count=count, device_id=unit)
-        if table == "input":
-            return await c.read_input_registers(address, count=count, device_id=unit)
-        if table == "coil":
-            return await c.read_coils(address, count=count, device_id=unit)
-        return await c.read_discrete_inputs(address, count=count, device_id=unit)
+
+def _registers(raw: bytes, unit: int, count: int) -> bytes:
+    if len(raw) < 2 * count:
+        raise BadResponse(f"unit {unit}: asked for {count} values, got {len(raw) // 2}")
+    return raw[: 2 * count] if len(raw) > 2 * count else raw
+
+
+def _bits(packed: bytes, unit: int, count: int) -> list[bool]:
+    """Packed coil or input bits, least significant first, as pymodbus unpacks them (responses.py's table)."""
+    if 8 * len(packed) < count:
+        raise BadResponse(f"unit {unit}: asked for {count} values, got {8 * len(packed)}")
+    bits = list(chain.from_iterable(map(_BITS.__getitem__, packed[: (count + 7) // 8])))
+    return bits[:count] if len(bits) > count else bits
+
+
+async def _call(
+    client: AsyncModbusTcpClient | AsyncModbusSerialClient, table: str, unit: int, address: int, count: int
+) -> ModbusPDU:
+    if table == "holding":
+        return await client.read_holding_registers(address, count=count, device_id=unit)
+    if table == "input":
+        return await client.read_input_registers(address, count=count, device_id=unit)
+    if table == "coil":
+        return await client.read_coils(address, count=count, device_id=unit)
+    return await client.read_discrete_inputs(address, count=count, device_id=unit)

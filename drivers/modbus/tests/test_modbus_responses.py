@@ -27,6 +27,7 @@ from gateway.drivers.modbus.responses import (
     RawInputRegistersResponse,
     words_of,
 )
+from gateway.drivers.modbus.tcp_client import ModbusTcpClient
 from gateway.simulators.modbus.device import devices_from_profiles
 from gateway.simulators.modbus.server import ModbusSimulator
 
@@ -110,7 +111,9 @@ def _bus(line: dict[str, Any]) -> Bus:
 
 
 async def test_the_client_decoder_answers_with_our_classes() -> None:
-    bus = _bus({"host": "127.0.0.1", "port": 1})
+    # pymodbus' client serves the RTU framings (Modbus TCP has its own client, tcp_client.py)
+    bus = _bus({"transport": "rtu_over_tcp", "host": "127.0.0.1", "port": 1})
+    assert not isinstance(bus.client, ModbusTcpClient)
     decoder = bus.client.ctx.framer.decoder
     for fc, cls in ((3, RawHoldingRegistersResponse), (4, RawInputRegistersResponse)):
         pdu = decoder.decode(bytes([fc, 4, 0x12, 0x34, 0xAB, 0xCD]))
