@@ -276,8 +276,8 @@ def run_scenario(
             if args.profile and spy is None and now > started + args.warmup + 1.5 and scenario.devices:
                 spy = subprocess.Popen(
                     [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(daemon.pid), "--format",
-                     "raw", "--rate", str(args.profile_rate), "--nonblocking", "--duration", str(max(1, int(end - now - 0.5))),
-                     "-o", str(folder / "pyspy.txt")],
+                     "raw", "--rate", str(args.profile_rate), "--nonblocking", "--duration",
+                     str(max(1, int(end - now - 0.5))), "-o", str(folder / "pyspy.txt")],
                     stdout=log, stderr=subprocess.STDOUT,
                 )  # fmt: skip
             # Fine steps until the first value is in, to time the startup; then on every half second of the
