@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from itertools import chain
 from typing import Any
 
 from pymodbus import FramerType, ModbusException
@@ -31,7 +30,7 @@ from gateway.drivers.modbus.errors import (
     ModbusTransportError,
     RequestTimeout,
 )
-from gateway.drivers.modbus.responses import _BITS, BIT_RESPONSES, RAW_RESPONSES, words_of
+from gateway.drivers.modbus.responses import BIT_RESPONSES, RAW_RESPONSES, bits_of, words_of
 from gateway.drivers.modbus.tcp_client import FUNCTION_CODES, ModbusTcpClient
 
 __all__ = [
@@ -234,7 +233,7 @@ def _bits(packed: bytes, unit: int, count: int) -> list[bool]:
     """Packed coil or input bits, least significant first, as pymodbus unpacks them (responses.py's table)."""
     if 8 * len(packed) < count:
         raise BadResponse(f"unit {unit}: asked for {count} values, got {8 * len(packed)}")
-    bits = list(chain.from_iterable(map(_BITS.__getitem__, packed[: (count + 7) // 8])))
+    bits = bits_of(packed[: (count + 7) // 8])
     return bits[:count] if len(bits) > count else bits
 
 

@@ -29,6 +29,11 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInpu
 _BITS: tuple[tuple[bool, ...], ...] = tuple(tuple(bool(b >> k & 1) for k in range(8)) for b in range(256))
 
 
+def bits_of(packed: bytes) -> list[bool]:
+    """Packed coil or input bits -> one bool per bit, least significant first (pymodbus' order)."""
+    return list(chain.from_iterable(map(_BITS.__getitem__, packed)))
+
+
 def words_of(raw: bytes) -> list[int]:
     """Big-endian register bytes -> the register values (one ``struct`` call)."""
     return list(struct.unpack(f">{len(raw) // 2}H", raw))
@@ -99,7 +104,7 @@ class _TableBits:
 
     def decode(self, data: bytes) -> None:
         self.raw = bytes(data[1:])
-        self.bits = list(chain.from_iterable(map(_BITS.__getitem__, self.raw)))
+        self.bits = bits_of(self.raw)
 
     def __str__(self) -> str:
         # As _RawRegisters.__str__: pymodbus would format the whole bit list for every answer.
