@@ -243,7 +243,7 @@ def test_history_keeps_one_point_per_step_and_is_bounded() -> None:
     assert hour[-1][1] == 7199.0  # the last value of its step
     day = history.points(("src", "dev", "voltage"), now - 86400 * 10**9, now)
     assert len(day) == 61  # two hours of 2-minute steps, the first one partial
-    assert history.nbytes() == (361 + 720) * 16
+    assert history.nbytes() == (361 + 720) * 4  # float32 points
 
 
 def test_ring_ignores_a_late_reading_of_an_overwritten_step() -> None:
@@ -351,7 +351,7 @@ async def test_malformed_or_oversized_requests_get_400_and_the_server_goes_on(da
 
 
 def test_history_memory_is_capped_and_series_beyond_it_keep_their_last_value(caplog: pytest.LogCaptureFixture) -> None:
-    per_series = 16 * (361 + 720)
+    per_series = 4 * (361 + 720)
     history = SeriesHistory(step_s=10.0, max_bytes=3 * per_series)
     observe = history.observer("src")
     t0 = 1_700_000_000 * 10**9
