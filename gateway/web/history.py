@@ -153,6 +153,17 @@ class Series:
     capped: bool = False  # no rings: the history was full when it appeared
 
 
+class _Layout:
+    """A frame layout of one device: its series by position, and the rings of those that have them."""
+
+    __slots__ = ("fields", "rings", "series")
+
+    def __init__(self, fields: FrameFields, series: list[Series]) -> None:
+        self.fields = fields  # held: the cache is keyed by its id
+        self.series = series
+        self.rings: list[tuple[int, Ring, Ring]] | None = None  # made at the layout's first numeric frame
+
+
 class SeriesHistory:
     def __init__(
         self,
@@ -178,7 +189,7 @@ class SeriesHistory:
         self._newest: dict[str, dict[EntryKey, Latest]] = {}
         self._compact_at: dict[str, int] = {}
         self._devices: dict[str, set[str]] = {}
-        self._slots: dict[tuple[str, str, int], tuple[FrameFields, list[Series]]] = {}
+        self._layouts: dict[tuple[str, str, int], _Layout] = {}
         self._hour_step_ns = round(step_s * 1e9)
         self._day_step_ns = round(day_step_s * 1e9)
         self.observed_total = 0  # readings seen, for the ingest rate
@@ -207,8 +218,8 @@ class SeriesHistory:
         self._newest.pop(source, None)
         self._compact_at.pop(source, None)
         self._devices.pop(source, None)
-        for layout in [k for k in self._slots if k[0] == source]:
-            del self._slots[layout]
+        for layout in [k for k in self._layouts if k[0] == source]:
+            del self._layouts[layout]
         for key in [k for k in self._series if k[0] == source]:
             series = self._series.pop(key)
             if series.hour is not None:
@@ -260,15 +271,15 @@ class SeriesHistory:
             del newest[key]
         self._compact_at[source] = max(COMPACT_AT, 2 * len(newest))  # amortised: readings never become stale
 
-    def _layout_series(self, source: str, frame: Frame) -> list[Series]:
+    def _layout(self, source: str, frame: Frame) -> _Layout:
         """The series of each position of a frame's layout, made once per source, device and layout."""
         fields = frame.fields
         key = (source, frame.device, id(fields))
-        hit = self._slots.get(key)
-        if hit is not None and hit[0] is fields:  # an id may be reused once its fields are gone
-            return hit[1]
-        if len(self._slots) >= MAX_LAYOUTS:  # layouts named per frame: stay bounded
-            self._slots.clear()
+        hit = self._layouts.get(key)
+        if hit is not None and hit.fields is fields:  # an id may be reused once its fields are gone
+            return hit
+        if len(self._layouts) >= MAX_LAYOUTS:  # layouts named per frame: stay bounded
+            self._layouts.clear()
         out = []
         for quantity, unit in zip(fields.quantities, fields.units, strict=True):
             series = self._series.get((source, frame.device, quantity))
@@ -276,31 +287,36 @@ class SeriesHistory:
                 series = self._series[(source, frame.device, quantity)] = Series(source, frame.device, quantity)
             series.unit = unit
             out.append(series)
-        self._slots[key] = (fields, out)
-        return out
+        layout = self._layouts[key] = _Layout(fields, out)
+        return layout
 
     def _sample_frame(self, source: str, frame: Frame) -> None:
-        slots = self._layout_series(source, frame)
+        layout = self._layout(source, frame)
+        if layout.rings is not None and not layout.rings:
+            return  # every series of the layout is over the memory bound: nothing to plot
         try:  # all numbers and finite (the usual frame): one conversion and one check for the frame
             values: Sequence[float] = array("d", frame.values)  # type: ignore[arg-type]  # TypeError: not numbers
             numeric = math.isfinite(sum(values))  # a sum that overflows only sends us the slow way
         except (TypeError, OverflowError):
             numeric = False
         if not numeric:
-            for series, value in zip(slots, frame.values, strict=True):
+            for series, value in zip(layout.series, frame.values, strict=True):
                 if isinstance(value, bool | int | float) and math.isfinite(float(value)):
                     self._put(series, frame.ts_ns, float(value))
             return
+        rings = layout.rings
+        if rings is None:  # the first numeric frame of the layout: every series gets its rings, or is capped
+            for series in layout.series:
+                if series.hour is None:
+                    self._allocate(series)
+            rings = layout.rings = [(i, s.hour, s.day) for i, s in enumerate(layout.series) if s.hour and s.day]
         # Every ring has the same step and size: the step number and slot are the frame's, computed once.
+        # Series over the memory bound have no rings, ever, and cost nothing here.
         ts_ns = frame.ts_ns
         hour_step, day_step = ts_ns // self._hour_step_ns, ts_ns // self._day_step_ns
         hour_slot, day_slot = hour_step % self.hour_points, day_step % self.day_points
-        for series, value in zip(slots, values, strict=True):
-            hour, day = series.hour, series.day
-            if hour is None or day is None:
-                if not series.capped:  # a series over the memory bound has no rings, ever
-                    self._put(series, ts_ns, value)
-                continue
+        for i, hour, day in rings:
+            value = values[i]
             if hour.newest == hour_step:  # the usual case: the step is already the ring's newest
                 hour.values[hour_slot] = value
             else:  # a new step, or a late frame (Ring.put_step never lets it overwrite a newer step)
