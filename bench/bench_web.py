@@ -11,7 +11,8 @@
    each after ``--seconds``, and the daemon's CPU per request for a burst of
    status requests (from /proc/<pid>/stat, minus the idle CPU of the same time).
 3. The normaliser with and without the history observer, per value (readings, and frames of 40).
-4. The page's once-a-second tick without a browser (``--devices`` x ``--registers``
+4. The history observer alone, per value in frames and per reading.
+5. The page's once-a-second tick without a browser (``--devices`` x ``--registers``
    in frames of 40, one poll of each device per second): CPU per tick, per value,
    and of one render of /api/status when a client asks; the rings' memory.
 """
@@ -150,6 +151,30 @@ def hot_path(n: int = 200_000) -> dict[str, tuple[float, float]]:
     return out
 
 
+def observer_cost() -> tuple[float, float, float]:
+    """The history observer alone (ns): per value and per frame for a 100 x 500 poll in channels of 40 (frames
+    of one layout per device but the last), and per reading."""
+    import timeit
+
+    from gateway.frame import Frame, FrameFields
+    from gateway.model import Quality, make_reading
+    from gateway.web.history import SeriesHistory
+
+    wide, last = (
+        FrameFields.of([f"q{i}" for i in range(40)], ["V"] * 40),
+        FrameFields.of([f"q{i}" for i in range(20)], ["V"] * 20),
+    )
+    frames = [Frame(1, "s", "g", f"d{d}", last if c == 12 else wide, [1.0] * (20 if c == 12 else 40))
+              for d in range(100) for c in range(13)]  # fmt: skip
+    values = sum(len(f) for f in frames)
+    observe = SeriesHistory().observer("s")
+    per_poll = min(timeit.repeat(lambda: observe(frames), number=20, repeat=5)) / 20
+    readings = [make_reading(1, "s", "g", f"d{i % 25}", "voltage", 1.0, "V", {}, Quality.GOOD) for i in range(1000)]
+    observe = SeriesHistory().observer("s")
+    per_batch = min(timeit.repeat(lambda: observe(readings), number=200, repeat=5)) / 200
+    return per_poll / values * 1e9, per_poll / len(frames) * 1e9, per_batch / len(readings) * 1e9
+
+
 def tick_cost(devices: int, registers: int, ticks: int = 10) -> dict[str, float]:
     """The tick and one render of /api/status, in ms (best of ``ticks``)."""
     from gateway.frame import Frame, FrameFields
@@ -190,7 +215,7 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=100)
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--registers", type=int, default=500)
-    parser.add_argument("--tick-only", action="store_true", help="only part 4 (no daemon)")
+    parser.add_argument("--tick-only", action="store_true", help="only parts 4 and 5 (no daemon)")
     args = parser.parse_args()
     tick = tick_cost(args.devices, args.registers)
     print(f"tick, {args.devices} x {args.registers} values/s, no browser: {tick['tick_ms']:.1f} ms/s "
@@ -198,6 +223,9 @@ def main() -> None:
           f"one /api/status render when asked: {tick['render_ms']:.1f} ms")  # fmt: skip
     print(f"  history: {tick['series']:.0f} series, rings {tick['ring_mb']:.1f} MiB "
           f"({tick['without_plot']:.0f} series over the bound, without a plot)")  # fmt: skip
+    per_value, per_frame, per_reading = observer_cost()
+    print(f"history observer alone: {per_value:.1f} ns per value in frames of 40 ({per_frame:.0f} ns per frame), "
+          f"{per_reading:.0f} ns per reading")  # fmt: skip
     if args.tick_only:
         return
     print(f"import aiohttp.web          : +{import_cost('aiohttp.web') / 1024:.1f} MB RSS")
