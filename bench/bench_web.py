@@ -10,10 +10,11 @@
    an open page (status every second, sparklines every 5 s). Prints the RSS of
    each after ``--seconds``, and the daemon's CPU per request for a burst of
    status requests (from /proc/<pid>/stat, minus the idle CPU of the same time).
-3. The normaliser with and without the history observer, per reading.
-4. The page's once-a-second tick without a browser (``--devices`` x ``--registers``
+3. The normaliser with and without the history observer, per value (readings, and frames of 40).
+4. The history observer alone, per value in frames and per reading.
+5. The page's once-a-second tick without a browser (``--devices`` x ``--registers``
    in frames of 40, one poll of each device per second): CPU per tick, per value,
-   and of one render of /api/status when a client asks.
+   and of one render of /api/status when a client asks; the rings' memory.
 """
 
 from __future__ import annotations
@@ -118,27 +119,60 @@ def run_daemon(series: int, seconds: float, web: bool) -> dict[str, float]:
         return out
 
 
-def hot_path(n: int = 200_000) -> tuple[float, float]:
+def hot_path(n: int = 200_000) -> dict[str, tuple[float, float]]:
+    """ns per value of the normaliser without -> with the history observer: readings, and frames of 40."""
+    from gateway.frame import Frame, FrameFields
     from gateway.model import Quality, make_reading
     from gateway.normalise import Normaliser
+    from gateway.quantities import QUANTITIES
     from gateway.web.history import SeriesHistory
 
     readings = [
         make_reading(i, "s", "g", f"dev-{i % 25}", "voltage", 230.0, "V", {}, Quality.GOOD) for i in range(1000)
     ]
-    results = []
-    for observe in (False, True):
-        normaliser = Normaliser(driver="d", source="src", source_tags={}, metrics=None)
-        if observe:
-            normaliser.observer = SeriesHistory().observer("src")
-        best = float("inf")
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(n // len(readings)):
-                normaliser.normalise(readings)
-            best = min(best, (time.perf_counter() - t0) / n)
-        results.append(best * 1e9)
-    return results[0], results[1]
+    quantities = list(QUANTITIES)[:40]
+    fields = FrameFields.of(quantities, [QUANTITIES[q].unit for q in quantities])
+    frames = [Frame(i, "s", "g", f"dev-{i % 25}", fields, [1.0] * 40) for i in range(25)]  # 1,000 values
+    out = {}
+    for kind, items in (("readings", readings), ("frames of 40", frames)):
+        results = []
+        for observe in (False, True):
+            normaliser = Normaliser(driver="d", source="src", source_tags={}, metrics=None)
+            if observe:
+                normaliser.observer = SeriesHistory().observer("src")
+            best = float("inf")
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for _ in range(n // 1000):
+                    normaliser.normalise(items)
+                best = min(best, (time.perf_counter() - t0) / n)
+            results.append(best * 1e9)
+        out[kind] = (results[0], results[1])
+    return out
+
+
+def observer_cost() -> tuple[float, float, float]:
+    """The history observer alone (ns): per value and per frame for a 100 x 500 poll in channels of 40 (frames
+    of one layout per device but the last), and per reading."""
+    import timeit
+
+    from gateway.frame import Frame, FrameFields
+    from gateway.model import Quality, make_reading
+    from gateway.web.history import SeriesHistory
+
+    wide, last = (
+        FrameFields.of([f"q{i}" for i in range(40)], ["V"] * 40),
+        FrameFields.of([f"q{i}" for i in range(20)], ["V"] * 20),
+    )
+    frames = [Frame(1, "s", "g", f"d{d}", last if c == 12 else wide, [1.0] * (20 if c == 12 else 40))
+              for d in range(100) for c in range(13)]  # fmt: skip
+    values = sum(len(f) for f in frames)
+    observe = SeriesHistory().observer("s")
+    per_poll = min(timeit.repeat(lambda: observe(frames), number=20, repeat=5)) / 20
+    readings = [make_reading(1, "s", "g", f"d{i % 25}", "voltage", 1.0, "V", {}, Quality.GOOD) for i in range(1000)]
+    observe = SeriesHistory().observer("s")
+    per_batch = min(timeit.repeat(lambda: observe(readings), number=200, repeat=5)) / 200
+    return per_poll / values * 1e9, per_poll / len(frames) * 1e9, per_batch / len(readings) * 1e9
 
 
 def tick_cost(devices: int, registers: int, ticks: int = 10) -> dict[str, float]:
@@ -170,7 +204,9 @@ def tick_cost(devices: int, registers: int, ticks: int = 10) -> dict[str, float]
         t2 = time.perf_counter()
         assert payload
         best_tick, best_render = min(best_tick, t1 - t0), min(best_render, t2 - t1)
-    return {"tick_ms": best_tick * 1e3, "render_ms": best_render * 1e3, "values": devices * registers}
+    return {"tick_ms": best_tick * 1e3, "render_ms": best_render * 1e3, "values": devices * registers,
+            "ring_mb": history.ring_bytes / 1024**2, "series": len(history.series()),
+            "without_plot": history.series_without_rings}  # fmt: skip
 
 
 def main() -> None:
@@ -179,12 +215,17 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=100)
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--registers", type=int, default=500)
-    parser.add_argument("--tick-only", action="store_true", help="only part 4 (no daemon)")
+    parser.add_argument("--tick-only", action="store_true", help="only parts 4 and 5 (no daemon)")
     args = parser.parse_args()
     tick = tick_cost(args.devices, args.registers)
     print(f"tick, {args.devices} x {args.registers} values/s, no browser: {tick['tick_ms']:.1f} ms/s "
           f"({tick['tick_ms'] * 1e3 / tick['values']:.2f} us per value); "
           f"one /api/status render when asked: {tick['render_ms']:.1f} ms")  # fmt: skip
+    print(f"  history: {tick['series']:.0f} series, rings {tick['ring_mb']:.1f} MiB "
+          f"({tick['without_plot']:.0f} series over the bound, without a plot)")  # fmt: skip
+    per_value, per_frame, per_reading = observer_cost()
+    print(f"history observer alone: {per_value:.1f} ns per value in frames of 40 ({per_frame:.0f} ns per frame), "
+          f"{per_reading:.0f} ns per reading")  # fmt: skip
     if args.tick_only:
         return
     print(f"import aiohttp.web          : +{import_cost('aiohttp.web') / 1024:.1f} MB RSS")
@@ -198,8 +239,8 @@ def main() -> None:
     for key, value in on.items():
         if key.startswith("cpu_ms_per"):
             print(f"  CPU per request {key.split(' ', 1)[1]:16s}: {value:.2f} ms")
-    without, with_ = hot_path()
-    print(f"normaliser per reading: {without:.0f} ns without the history observer, {with_:.0f} ns with it")
+    for kind, (without, with_) in hot_path().items():
+        print(f"normaliser per value, {kind}: {without:.0f} ns without the history observer, {with_:.0f} ns with it")
 
 
 if __name__ == "__main__":

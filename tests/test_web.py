@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,52 @@ async def daemon_on(tmp_path: Path) -> AsyncIterator[tuple[Daemon, int]]:
     yield daemon, port
     daemon.request_stop()
     await task
+
+
+async def test_one_status_a_second_feeds_both_the_status_file_and_the_page(tmp_path: Path) -> None:
+    daemon = Daemon(load_config(web_config(tmp_path, free_port())), serve_metrics=False, serve_web=True)
+    computed = ticks = 0
+    real_status = daemon.status
+
+    def counted_status() -> dict[str, Any]:
+        nonlocal computed
+        computed += 1
+        return real_status()
+
+    daemon.status = counted_status  # type: ignore[method-assign]
+    task = asyncio.create_task(daemon.run())
+    try:
+        await daemon.ready.wait()
+        assert daemon.web is not None
+        tick = daemon.web.view.tick
+
+        def counted_tick(*status: dict[str, Any]) -> None:
+            nonlocal ticks
+            ticks += 1
+            tick(*status)
+
+        daemon.web.view.tick = counted_tick  # type: ignore[method-assign,assignment]
+        computed_before = computed
+        status_file = daemon.state_dir / "status.json"
+        await wait_for(status_file.exists)
+        written_before = json.loads(status_file.read_text())["updated_ns"]
+        await wait_for(lambda: ticks >= 4 and json.loads(status_file.read_text())["updated_ns"] != written_before)
+        assert computed - computed_before == ticks  # one status per tick, shared with status.json
+        assert json.loads((await http(daemon.web.port or 0, "GET", "/api/status"))[2])["sources"]
+    finally:
+        daemon.request_stop()
+        await task
+
+
+def test_the_page_tick_takes_the_status_it_is_given() -> None:
+    from gateway.web.view import StatusView
+
+    def no_second_status() -> dict[str, object]:
+        raise AssertionError("the tick computed a status of its own")
+
+    view = StatusView(status=no_second_status, history=SeriesHistory())
+    view.tick(_daemon_status(sink_state="ok", pending=0, oldest_age_s=0.0, down=["meter"]))
+    assert json.loads(view.payload)["sources"][0]["devices"][0]["name"] == "meter"
 
 
 def _password_config(tmp_path: Path, port: int) -> Path:
@@ -243,7 +290,7 @@ def test_history_keeps_one_point_per_step_and_is_bounded() -> None:
     assert hour[-1][1] == 7199.0  # the last value of its step
     day = history.points(("src", "dev", "voltage"), now - 86400 * 10**9, now)
     assert len(day) == 61  # two hours of 2-minute steps, the first one partial
-    assert history.nbytes() == (361 + 720) * 16
+    assert history.nbytes() == (361 + 720) * 4  # float32 points
 
 
 def test_ring_ignores_a_late_reading_of_an_overwritten_step() -> None:
@@ -351,7 +398,7 @@ async def test_malformed_or_oversized_requests_get_400_and_the_server_goes_on(da
 
 
 def test_history_memory_is_capped_and_series_beyond_it_keep_their_last_value(caplog: pytest.LogCaptureFixture) -> None:
-    per_series = 16 * (361 + 720)
+    per_series = 4 * (361 + 720)
     history = SeriesHistory(step_s=10.0, max_bytes=3 * per_series)
     observe = history.observer("src")
     t0 = 1_700_000_000 * 10**9

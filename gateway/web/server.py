@@ -1,5 +1,8 @@
 """The status page's routes (docs/web.md) and its once-a-second refresh, on the daemon's own loop.
 
+The daemon ticks the page's view once a second with the status it has just computed for status.json
+(one status a second for both); the page ticks on its own only when the daemon has not for a while.
+
 GET /                      the page (static files shipped in gateway/web/static)
 GET /api/status            everything the page shows (gateway/web/view.py), rendered when asked, once a second at most
 GET /api/series            the series: source, device, quantity, unit
@@ -31,6 +34,7 @@ from gateway.web.view import StatusView
 log = logging.getLogger("gateway.web")
 
 TICK_S = 1.0
+FALLBACK_AFTER_S = 2.5  # no tick from the daemon for this long: the page ticks on its own
 MAX_PLOT_POINTS = 720
 STATIC = {"/": "index.html", "/app.js": "app.js", "/app.css": "app.css", "/favicon.svg": "favicon.svg"}
 TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8",
@@ -53,10 +57,12 @@ class WebServer:
         self.port: int | None = None
         self._static = _load_static()
         self._ticker: asyncio.Task[None] | None = None
+        self._ticked = time.monotonic()
+        self._failing = False
 
     async def start(self, listen: str) -> int:
         host, _, port = listen.rpartition(":")
-        self.view.tick()
+        self.tick()
         self.port = await self.http.start(host.strip("[]"), int(port))
         self._ticker = asyncio.create_task(self._tick_forever(), name="web-status")
         return self.port
@@ -68,20 +74,27 @@ class WebServer:
                 await self._ticker
         await self.http.close()
 
+    def tick(self, status: dict[str, Any] | None = None) -> None:
+        """Refresh what the page shows; the daemon calls it once a second with the status it has just made."""
+        self._ticked = time.monotonic()
+        try:
+            self.view.tick(status)
+        except Exception:  # the page must never stop the daemon; say so once
+            if not self._failing:
+                log.exception("status page: cannot refresh the status; the page shows the last one")
+            self._failing = True
+        else:
+            if self._failing:
+                log.warning("status page: refreshing again")
+            self._failing = False
+
     async def _tick_forever(self) -> None:
-        failing = False
+        """The fallback: when the daemon has not ticked the page for a while (its loop waits on a slow
+        buffer), the page refreshes itself with a status of its own, so it keeps showing devices and sinks."""
         while True:
-            await asyncio.sleep(TICK_S - time.time() % TICK_S)
-            try:
-                self.view.tick()
-            except Exception:  # the page must never stop the daemon; say so once
-                if not failing:
-                    log.exception("status page: cannot refresh the status; the page shows the last one")
-                failing = True
-            else:
-                if failing:
-                    log.warning("status page: refreshing again")
-                failing = False
+            await asyncio.sleep(TICK_S)
+            if time.monotonic() - self._ticked >= FALLBACK_AFTER_S:
+                self.tick()
 
     async def handle(self, request: Request) -> Response:
         path = request.path

@@ -115,16 +115,20 @@ class StatusView:
         self._data: dict[str, Any] | None = None  # rendered from _tick on the first request after a tick
         self._payload: bytes | None = None
 
-    def tick(self) -> None:
+    def tick(self, status: dict[str, Any] | None = None) -> None:
         """What must be observed every second (rates, availability, down-since, latency, the rings).
 
-        Costs per device and per frame that arrived, not per series: the series'
-        values and the JSON are made only when a client asks (``payload``).
+        ``status`` is the daemon's status of this second when the caller has it
+        (the daemon computes it once a second for status.json too); without it
+        the view asks for one. Costs per device and per frame that arrived, not
+        per series: the series' values and the JSON are made only when a client
+        asks (``payload``).
         """
         now_ns = time.time_ns()
         now = time.monotonic()
         self.history.sample(now_ns)
-        status = self.status()
+        if status is None:
+            status = self.status()
         buffer = status.get("buffer")
         if buffer is not None:
             self.history.record(BUFFER_SERIES, "readings", float(buffer["readings"]), now_ns)
