@@ -45,7 +45,7 @@ _SENML_MEMO: Final = {(t, g): f"senml:{t:d}{g:d}" for t in (False, True) for g i
 _LP_MEMO: Final = {False: "line_protocol", True: "line_protocol:graded"}
 _SENML_BAKED: Final = "senml:baked"  # {name suffix of a tag set: template}
 _LP_BAKED: Final = "line_protocol:baked"  # {(tags before unit, tags after unit): template}
-_TS_MARK: Final = "\x00"  # where a baked line takes the timestamp (no tag text holds it: checked)
+_TS_MARK: Final = "\x00"  # where a baked line takes the timestamp (no tag, quantity or unit holds it: checked)
 _BAKED_MAX: Final = 256  # tag sets per layout with a template of their own (channels of a meter, phases)
 _LP_INVALID: Final = ""  # memo value of a layout line protocol cannot express
 # Entries remembered before a cache starts again: devices (base names, tag texts), or series for
@@ -257,6 +257,8 @@ def _lp_tagged_template(fields: FrameFields, before: str, after: str) -> str | N
     hit = baked.get((before, after))
     if hit is None:
         if len(baked) >= _BAKED_MAX or _TS_MARK in before or _TS_MARK in after or not _lp_template(fields, False):
+            return None
+        if any(_TS_MARK in text for text in (*fields.quantities, *fields.units)):  # the mark must be ours alone
             return None
         lines = []
         for quantity, unit in zip(fields.quantities, fields.units, strict=True):  # as _lp_template writes them

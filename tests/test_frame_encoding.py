@@ -140,3 +140,19 @@ def test_a_layout_with_more_tag_sets_than_baked_templates_encodes_them_all_alike
     assert len(frames[0].fields.memo["senml:baked"]) == 256
     assert FrameLineProtocolEncoder().encode_frames(frames) == LineProtocolEncoder().encode(as_readings(frames))
     assert len(frames[0].fields.memo["line_protocol:baked"]) == 256
+
+
+@pytest.mark.parametrize(
+    ("quantities", "units"), [(("volt\x00age", "a"), ("V", "V")), (("voltage", "a"), ("V\x00", "V"))]
+)
+def test_a_name_holding_the_timestamp_mark_still_encodes_as_its_readings_do(
+    quantities: tuple[str, ...], units: tuple[str, ...]
+) -> None:
+    # The baked lines take the timestamp where a NUL stands: a NUL of the frame's own must not get it
+    # (Hypothesis found the quantity case).
+    f = Frame(T0, "lab", "gw1", "m1", FrameFields.of(list(quantities), units), (1.5, 2), MappingProxyType({"ch": "1"}))
+    f2 = Frame(T0, "lab", "gw1", "m1", f.fields, (2.5, 3), MappingProxyType({"ch": "2"}))
+    batch = [f, f2]
+    assert _outcome(lambda: FrameLineProtocolEncoder().encode_frames(batch)) == _outcome(
+        lambda: LineProtocolEncoder().encode(as_readings(batch))
+    )
