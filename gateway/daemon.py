@@ -233,7 +233,8 @@ class Daemon:
                 metrics=self.metrics,
             )
             self.supervisors[loaded.config.name] = supervisor
-            supervisor.normaliser.observer = self.history.observer(loaded.config.name)
+            if self.serve_web and self.config.base.web.enabled:  # no page, no hot-path hook and no history
+                supervisor.normaliser.observer = self.history.observer(loaded.config.name)
             self._source_tasks[loaded.config.name] = asyncio.create_task(
                 supervisor.run(), name=f"source:{loaded.config.name}"
             )

@@ -265,6 +265,16 @@ async def test_web_disabled_serves_nothing(tmp_path: Path) -> None:
         assert daemon.web is None
         with pytest.raises(OSError):
             await http(port, "GET", "/")
+        # nor does it pay for one: no history hook on the hot path, nothing kept
+        assert daemon.supervisors and all(s.normaliser.observer is None for s in daemon.supervisors.values())
+        street = daemon.supervisors["street"]
+        for _ in range(200):  # until the source has had readings through its normaliser
+            if street.readings_total:
+                break
+            await asyncio.sleep(0.05)
+        assert street.readings_total > 0
+        daemon.history.sample()
+        assert not daemon.history.series()
     finally:
         daemon.request_stop()
         await task
