@@ -90,9 +90,10 @@ def _special(spec: FieldSpec) -> Callable[[object], Value] | None:
 
 
 def _scale_operand(scale: float) -> float:
-    """What ``_Arith`` applies: the divisor of a decimal scale, or the scale itself."""
+    """What ``_Arith`` applies: the divisor of a decimal scale, or the scale itself. The divisor stays an int,
+    as in ``apply_scale``: an int64 beyond 2**53 divided by an int is rounded once, by a float twice."""
     divisor = scale_divisor(scale)
-    return scale if divisor is None else float(divisor)
+    return scale if divisor is None else divisor
 
 
 def _or(bound: float | None, default: float) -> float:

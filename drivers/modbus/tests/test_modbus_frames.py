@@ -231,6 +231,16 @@ def test_a_decimal_scale_gives_the_decimal_in_both_paths(scale: float, word: int
     assert decoded is not None and repr(decoded[0][0]) == text
 
 
+def test_a_decimal_scale_of_a_huge_int64_rounds_once_in_both_paths() -> None:
+    # found by bench/fuzz.py: an int divided by a float is rounded twice (int -> float first), by an int once
+    spec = FieldSpec(quantity="active_power", unit="kW", address=0, type="int64", scale=0.1, offset=-40.0)
+    words = [0x0073, 0x0000, 0x0000, 0x0007]  # 2**54-ish: beyond a float's 53 bits
+    fields, spans = [spec], [Span("holding", 0, 4)]
+    block = BlockDecoder(plan_requests(spans, max_registers=125, max_gap=0)[0], fields, spans)
+    decoded = block.decode(words)
+    assert decoded is not None and decoded[0][0] == field_value(spec, words)[0]
+
+
 def test_words_that_do_not_fit_fall_back_to_the_per_field_path() -> None:
     fields, spans, plan = _device(8)
     holding = next(r for r in plan if r.table == "holding")
