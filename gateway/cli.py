@@ -107,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
     from gateway.config import ConfigError, load_config
-    from gateway.daemon import Daemon
+    from gateway.daemon import Daemon, tune_gc
     from gateway.logsetup import setup_logging
     from gateway.preflight import preflight
 
@@ -126,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("gateway.config").warning("%s: %s", args.config, warning)
     # A watchdog kill (SIGABRT) then leaves every thread's Python traceback in the journal.
     faulthandler.enable()
+    tune_gc()
     asyncio.run(Daemon(config).run())
     return EXIT_OK
 

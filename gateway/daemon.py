@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -51,6 +52,25 @@ log = logging.getLogger("gateway.daemon")
 STATUS_FILE = "status.json"
 STATUS_EVERY_S = 1.0
 SHUTDOWN_DRAIN_S = 3.0
+
+
+GC_THRESHOLDS = (10_000, 10, 10)  # Python's default is (700, 10, 10)
+
+
+def tune_gc() -> None:
+    """Fewer cyclic-GC passes for a daemon that allocates frames all day (``gateway run`` calls it).
+
+    What is alive after start-up (modules, the config, profiles) is frozen out of
+    the collector's scans (``gc.freeze``), and the first generation is collected
+    every 10,000 allocations instead of 700. Frames, tuples and dicts are freed
+    by reference counting anyway; the cycles the collector is for are rare here.
+    Measured with bench/bench_load.py (3 interleaved runs): 7.4 -> 6.7 us of CPU
+    per value at 100 x 100 and 3.7 -> 3.4 at 100 x 500, RSS unchanged; the GC
+    had taken ~3.5 % of the daemon's CPU at 100 x 500 (125 passes, 145 ms in 20 s).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Daemon:

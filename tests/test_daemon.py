@@ -176,3 +176,18 @@ async def test_an_unsynchronised_clock_is_reported_once_each_way(
     messages = [r.getMessage() for r in caplog.records if "clock" in r.getMessage()]
     assert len(messages) == 2 and "not synchronised" in messages[0] and "synchronised again" in messages[1]
     assert metrics.registry.get_sample_value("gateway_clock_synchronized") == 1
+
+
+def test_gateway_run_freezes_what_start_up_made_and_collects_less_often() -> None:
+    import gc
+
+    from gateway.daemon import GC_THRESHOLDS, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 1000  # the modules' objects are out of every scan
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
