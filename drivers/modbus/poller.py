@@ -21,7 +21,7 @@ from gateway.drivers.modbus.decode import DecodeError, RegisterValue, apply_scal
 from gateway.drivers.modbus.decode_plan import Assembly, BlockDecoder, final_unit, tag_groups
 from gateway.drivers.modbus.devices import ResolvedDevice
 from gateway.drivers.modbus.planner import ReadRequest, split_request
-from gateway.drivers.modbus.responses import words_of
+from gateway.drivers.modbus.words import words_of
 from gateway.frame import Frame, FrameFields
 from gateway.model import Quality, Value
 from gateway.quantities import QUANTITIES, convert_to_canonical

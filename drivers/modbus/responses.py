@@ -19,24 +19,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from itertools import chain
 
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-# byte -> its 8 bits, least significant first (pymodbus' unpack_bitstring order)
-_BITS: tuple[tuple[bool, ...], ...] = tuple(tuple(bool(b >> k & 1) for k in range(8)) for b in range(256))
+from gateway.drivers.modbus.words import bits_of, words_of
 
-
-def bits_of(packed: bytes) -> list[bool]:
-    """Packed coil or input bits -> one bool per bit, least significant first (pymodbus' order)."""
-    return list(chain.from_iterable(map(_BITS.__getitem__, packed)))
-
-
-def words_of(raw: bytes) -> list[int]:
-    """Big-endian register bytes -> the register values (one ``struct`` call)."""
-    return list(struct.unpack(f">{len(raw) // 2}H", raw))
+__all__ = ["BIT_RESPONSES", "RAW_RESPONSES", "bits_of", "words_of"]
 
 
 class _RawRegisters:
