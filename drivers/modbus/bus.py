@@ -50,7 +50,13 @@ Block = bytes | list[bool]
 class Bus:
     """Reads on one bus, one transaction at a time, with an optional pause between frames."""
 
-    def __init__(self, config: ModbusSourceConfig, *, on_retry: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: ModbusSourceConfig,
+        *,
+        on_retry: Callable[[str, int], None] | None = None,
+        on_idle_noise: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         # called with (error kind, unit) for every failed attempt that is retried
         self.on_retry = on_retry or (lambda kind, unit: None)
@@ -61,7 +67,7 @@ class Bus:
         self._link: PymodbusLink | None = None
         if config.transport == "tcp":
             assert config.host is not None
-            self.client = ModbusTcpClient(config.host, config.port)
+            self.client = ModbusTcpClient(config.host, config.port, on_idle_noise=on_idle_noise)
         else:
             from gateway.drivers.modbus.pymodbus_link import PymodbusLink
 

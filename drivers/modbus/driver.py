@@ -59,7 +59,11 @@ class ModbusDriver(PushDriver):
     async def start(self) -> None:
         quiet_pymodbus()
         self.devices = resolve_devices(self.cfg)
-        self.bus = Bus(self.cfg, on_retry=lambda kind, unit: self.ctx.count_error(kind))
+        self.bus = Bus(
+            self.cfg,
+            on_retry=lambda kind, unit: self.ctx.count_error(kind),
+            on_idle_noise=lambda: self.ctx.count_error("stream_noise"),  # Modbus TCP: bytes no request asked for
+        )
         pollers = [DevicePoller(d, self.bus, self.ctx) for d in self.devices]
         self.scheduler = BusScheduler(bus=self.bus, pollers=pollers, ctx=self.ctx, backoff_max_s=self.cfg.backoff_max)
         # Not connecting here on purpose: an unplugged adapter or a dead TCP

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 
 from gateway.drivers.modbus.errors import (
     BadResponse,
@@ -182,6 +183,8 @@ class _Connection(asyncio.Protocol):
         """Bytes that are no MBAP header: drop what is buffered; the request in flight, if any, failed."""
         self._buffer = b""
         self._client.resyncs += 1
+        if self._future is None:
+            self._client.on_idle_noise()
         self._fail(
             GarbledResponse(f"unit {self._unit}: not a Modbus TCP frame ({head.hex()}...); stream resynchronised")
         )
@@ -215,13 +218,15 @@ class ModbusTcpClient:
     the caller runs one transaction at a time (``Bus`` holds a lock).
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, on_idle_noise: Callable[[], None] | None = None) -> None:
         self.host = host
         self.port = port
         self.endpoint = f"{host}:{port}"
         self._conn: _Connection | None = None
         self.resyncs = 0  # times noise on the stream made us drop the buffer
         self.discarded = 0  # well-formed frames that answered no request in flight (late answers)
+        # Noise with no read in flight fails no request, so nothing else would count it: the driver does.
+        self.on_idle_noise = on_idle_noise or (lambda: None)
 
     @property
     def connected(self) -> bool:

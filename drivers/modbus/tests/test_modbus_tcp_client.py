@@ -37,12 +37,14 @@ from tests.servers import free_port
 DEVICE = {"name": "d", "unit_id": 1, "registers": [{"quantity": "status", "address": 0}]}
 
 
-def _bus(port: int, on_retry: Callable[[str, int], None] | None = None) -> Bus:
+def _bus(
+    port: int, on_retry: Callable[[str, int], None] | None = None, on_idle_noise: Callable[[], None] | None = None
+) -> Bus:
     cfg = ModbusSourceConfig.model_validate(
         {"driver": "modbus", "name": "bus", "transport": "tcp", "host": "127.0.0.1", "port": port,
          "timeout": 1.0, "devices": [DEVICE]}
     )  # fmt: skip
-    return Bus(cfg, on_retry=on_retry)
+    return Bus(cfg, on_retry=on_retry, on_idle_noise=on_idle_noise)
 
 
 def _client(bus: Bus) -> ModbusTcpClient:
@@ -313,13 +315,16 @@ async def test_noise_fails_the_request_in_flight_and_noise_while_idle_is_dropped
     peers: Callable[[Script], Peer],
 ) -> None:
     peer = peers(lambda n, req: b"\x00\x01\x00\x07" + bytes(20) if n == 0 else answer(req, registers(n)))
-    bus = _bus(await peer.start())
+    idle_noise: list[int] = []
+    bus = _bus(await peer.start(), on_idle_noise=lambda: idle_noise.append(1))
     client = _client(bus)
     try:
         with pytest.raises(GarbledResponse, match="not a Modbus TCP frame"):
             await bus.read_block("holding", 1, 0, 1, timeout=1.0, retries=0)
-        peer.push(b"\xff" * 9)  # no request in flight
+        assert not idle_noise  # the failed read is what counts that one (bad_crc)
+        peer.push(b"\xff" * 9)  # no request in flight: nothing fails, so the driver's hook counts it
         await _until(lambda: client.resyncs == 2)
+        assert idle_noise == [1]
         assert await bus.read("holding", 1, 0, 1, timeout=1.0, retries=0) == [1]
     finally:
         bus.close()
