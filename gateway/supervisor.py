@@ -241,8 +241,8 @@ class SourceSupervisor:
             status["aggregates"] = self.aggregates_total
             status["open_windows"] = self.aggregator.open_windows
             status["windows_reopened"] = self.aggregator.reopened
-        status["devices_down"] = sorted(down) if down else []
-        status["down_reasons"] = dict(down) if down else {}  # device -> why, for the status page
+        status["devices_down"] = sorted(down)
+        status["down_reasons"] = dict(down)  # device -> why, for the status page
         if detail:
             status["detail"] = detail
         return status

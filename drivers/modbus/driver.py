@@ -44,7 +44,6 @@ class ModbusDriver(PushDriver):
         self.devices: list[ResolvedDevice] = []
         self.bus: Bus | None = None
         self.scheduler: BusScheduler | None = None
-        self._endpoint: str | None = None
 
     @classmethod
     def validate(cls, config: SourceConfig) -> None:
@@ -81,13 +80,10 @@ class ModbusDriver(PushDriver):
             self.bus.close()
 
     def status(self) -> dict[str, Any]:
-        # Once a second: the endpoint (a config property) is formatted once, the rest read directly.
         if self.scheduler is None:
             return {}
-        if self._endpoint is None:
-            self._endpoint = self.cfg.endpoint
         return {
-            "endpoint": self._endpoint,
+            "endpoint": self.cfg.endpoint,
             "connected": self.bus.connected if self.bus else False,
             "devices": {
                 s.poller.device.name: {"up": not s.down, "polls": s.polls, "missed_ticks": s.missed_ticks}

@@ -26,8 +26,6 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInpu
 
 from gateway.drivers.modbus.words import bits_of, words_of
 
-__all__ = ["BIT_RESPONSES", "RAW_RESPONSES", "bits_of", "words_of"]
-
 
 class _RawRegisters:
     """Mixin: ``decode`` keeps the bytes; ``registers`` is derived on demand."""

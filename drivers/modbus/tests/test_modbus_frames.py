@@ -23,7 +23,7 @@ from gateway.drivers.modbus.decode_plan import BlockDecoder
 from gateway.drivers.modbus.devices import modbus_profiles, resolve_device
 from gateway.drivers.modbus.planner import Span, plan_requests
 from gateway.drivers.modbus.poller import DevicePoller, field_value
-from gateway.drivers.modbus.responses import words_of
+from gateway.drivers.modbus.words import words_of
 from gateway.frame import Frame, as_readings
 from gateway.model import Quality, Reading, make_reading
 from gateway.simulators.modbus.device import devices_from_profiles

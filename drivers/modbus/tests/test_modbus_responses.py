@@ -25,9 +25,9 @@ from gateway.drivers.modbus.responses import (
     FastDiscreteInputsResponse,
     RawHoldingRegistersResponse,
     RawInputRegistersResponse,
-    words_of,
 )
 from gateway.drivers.modbus.tcp_client import ModbusTcpClient
+from gateway.drivers.modbus.words import words_of
 from gateway.simulators.modbus.device import devices_from_profiles
 from gateway.simulators.modbus.server import ModbusSimulator
 
