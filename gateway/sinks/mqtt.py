@@ -2,10 +2,10 @@
 
 Delivery is at-least-once: ``send`` reports ACCEPTED only when the broker has
 acknowledged every publish of the batch (PUBACK for QoS 1, PUBCOMP for QoS 2;
-aiomqtt's ``publish`` awaits paho's ``on_publish``, which fires on exactly
-those). Anything else (broker gone, connection dropped mid-batch, no
-acknowledgement in time) is RETRY and the core sends the whole batch again,
-so a consumer may see duplicates but never a gap.
+``MqttPublisher.publish_many`` returns on exactly those; ``gateway/mqtt_wire.py``
+says why the sink does not use aiomqtt). Anything else (broker gone, connection
+dropped mid-batch, no acknowledgement in time) is RETRY and the core sends the
+whole batch again, so a consumer may see duplicates but never a gap.
 
 The gateway's status topic is retained: ``online`` on every connect, ``offline``
 on a clean close, and ``offline`` as the Last Will for when the broker loses us.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import re
 import ssl
 import string
@@ -24,8 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from gateway.config_types import Duration, SecretFile, resolve_secret
@@ -35,6 +32,7 @@ from gateway.frame import Frame, as_readings
 from gateway.frame_encoding import SenMLFrameEncoder
 from gateway.model import Reading
 from gateway.mqtt_common import tls_context, topic_level
+from gateway.mqtt_wire import ConnectionLost, ConnectRefused, MqttPublisher, MqttWireError, Will
 from gateway.sink import Outcome, SendResult, Sink, SinkConfig, SinkHealth
 
 log = logging.getLogger(__name__)
@@ -43,8 +41,8 @@ DEFAULT_TOPICS = {"per_reading": "{site}/{gateway}/{device}/{quantity}", "senml"
 TOPIC_PLACEHOLDERS = {"per_reading": {"site", "gateway", "device", "quantity"}, "senml": {"site", "gateway", "device"}}
 STATUS_PLACEHOLDERS = {"site", "gateway"}
 
-# CONNACK codes meaning "fix the credentials": 3.1.1 return codes 4 and 5 and
-# their MQTT 5 reason codes (paho 2 reports 3.1.1 codes as the MQTT 5 ones).
+# CONNACK codes meaning "fix the credentials": 3.1.1 return codes 4 and 5
+# (134 and 135 are their MQTT 5 reason codes, should a broker send those).
 _AUTH_CODES = {4, 5, 134, 135}
 TOPIC_CACHE_MAX = 50_000  # topics remembered; past this (unbounded device names) the cache starts again
 
@@ -132,37 +130,13 @@ class MQTTSinkConfig(SinkConfig):
         return self.tls or self.ca_file is not None or self.cert_file is not None
 
 
-class _Connection:
-    """One live aiomqtt client plus a task that finishes when the broker goes away."""
-
-    def __init__(self, client: aiomqtt.Client, stack: contextlib.AsyncExitStack) -> None:
-        self.client = client
-        self.stack = stack
-        self.lost = asyncio.create_task(self._watch(), name="mqtt-sink-connection-watch")
-
-    async def _watch(self) -> None:
-        # The message iterator is aiomqtt's public way to learn about a
-        # disconnection: it raises MqttError when the connection drops. We
-        # subscribe to nothing, so it never yields.
-        async for _ in self.client.messages:
-            pass
-
-    async def close(self) -> None:
-        self.lost.cancel()
-        await asyncio.gather(self.lost, return_exceptions=True)
-        # A dead connection makes __aexit__ return at once; a stuck one can
-        # time out, which must not escape close() or send().
-        with contextlib.suppress(aiomqtt.MqttError, OSError, asyncio.TimeoutError):
-            await self.stack.aclose()
-
-
 class MQTTSink(Sink):
     config_model = MQTTSinkConfig
 
     def __init__(self, config: MQTTSinkConfig, *, site: str, gateway: str, state_dir: Path | None = None) -> None:
         super().__init__(config, site=site, gateway=gateway, state_dir=state_dir)
         self.cfg = config
-        self._conn: _Connection | None = None
+        self._client: MqttPublisher | None = None
         self._password: str | None = None
         self._tls: ssl.SSLContext | None = None
         self._opened = False
@@ -194,53 +168,42 @@ class MQTTSink(Sink):
         self._opened = True
         await self._connection()
 
-    async def _connection(self) -> _Connection | SendResult:
-        if self._conn is not None and not self._conn.lost.done():
-            return self._conn
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+    async def _connection(self) -> MqttPublisher | SendResult:
+        if self._client is not None and self._client.connected:
+            return self._client
+        if self._client is not None:
+            self._client.abort()
+            self._client = None
         cfg = self.cfg
-        will = aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True) if self.status_topic else None
         port = cfg.port or (8883 if cfg.uses_tls else 1883)
-        client = aiomqtt.Client(
+        client = MqttPublisher(
             cfg.host,
             port,
-            identifier=self.client_id,
+            client_id=self.client_id,
             username=cfg.username,
             password=self._password,
-            will=will,
-            clean_session=True,  # the core's buffer resends; no broker-side session needed
+            will=Will(self.status_topic, b"offline", qos=1, retain=True) if self.status_topic else None,
             keepalive=cfg.keepalive,
-            timeout=cfg.timeout,
-            max_inflight_messages=cfg.max_inflight,
-            tls_context=self._tls,
-            logger=log,
+            tls=self._tls,
+            max_inflight=cfg.max_inflight,
         )
-        # Many publishes of a batch are in flight at once on purpose; aiomqtt
-        # would warn about every one above its default threshold of 10.
-        client.pending_calls_threshold = 1 << 30
-        stack = contextlib.AsyncExitStack()
         try:
-            await stack.enter_async_context(client)
+            await client.connect(cfg.timeout)
             if self.status_topic:
-                await client.publish(self.status_topic, b"online", qos=1, retain=True)
-        except (TimeoutError, aiomqtt.MqttError, OSError) as exc:
-            with contextlib.suppress(aiomqtt.MqttError, OSError, asyncio.TimeoutError):
-                await stack.aclose()
-            outcome = Outcome.RETRY
-            if isinstance(exc, MqttConnectError) and getattr(exc.rc, "value", exc.rc) in _AUTH_CODES:
-                outcome = Outcome.AUTH
+                async with asyncio.timeout(cfg.timeout):
+                    await client.publish_many([(self.status_topic, b"online")], qos=1, retain=True)
+        except (TimeoutError, MqttWireError, OSError) as exc:
+            client.abort()
+            outcome = Outcome.AUTH if isinstance(exc, ConnectRefused) and exc.code in _AUTH_CODES else Outcome.RETRY
             reason = str(exc) or type(exc).__name__
-            if cfg.uses_tls and cfg.cert_file is None and "timed out" in reason.lower():
+            if cfg.uses_tls and cfg.cert_file is None and isinstance(exc, (TimeoutError, ConnectionLost)):
                 # A broker that requires a client certificate drops the connection after
-                # the TLS 1.3 handshake; the client only sees a timeout.
+                # the TLS 1.3 handshake: the client sees a reset before CONNACK, or a timeout.
                 reason += " (if the broker requires a client certificate, set cert_file and key_file)"
             return self._outcome(SendResult(outcome, f"cannot connect to {cfg.host}:{port}: {reason}"))
-        conn = _Connection(client, stack)
-        self._conn = conn
+        self._client = client
         log.info("sink %s: connected to %s as %s", self.name, cfg.host, self.client_id)
-        return conn
+        return client
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -295,46 +258,23 @@ class MQTTSink(Sink):
         """Publish every message; ACCEPTED once the broker has acknowledged them all."""
         if not self._opened:
             await self.open()
-        conn = await self._connection()
-        if isinstance(conn, SendResult):
-            return conn
-        qos = self.cfg.qos
-        pending = iter(messages)
-
-        async def publisher() -> None:
-            for topic, payload in pending:
-                await conn.client.publish(topic, payload, qos=qos, timeout=math.inf)
-
-        # A fixed pool of publishers sharing one iterator keeps at most
-        # max_inflight publishes pending: aiomqtt and paho both scan their
-        # pending lists per message, so handing them a whole batch at once
-        # costs O(n^2) (5000 messages on loopback: 2.1 s instead of 0.8 s).
-        publishes = asyncio.gather(*(publisher() for _ in range(min(self.cfg.max_inflight, len(messages)))))
-        # Cancelled at shutdown, its error is never awaited: retrieve it so asyncio does not log it.
-        publishes.add_done_callback(lambda f: f.cancelled() or f.exception())
-        problem = ""
+        client = await self._connection()
+        if isinstance(client, SendResult):
+            return client
         try:
             async with asyncio.timeout(self.cfg.timeout):
-                waiters: set[asyncio.Future[Any]] = {publishes, conn.lost}
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                await client.publish_many(messages, qos=self.cfg.qos)
         except TimeoutError:
             problem = f"no acknowledgement from {self.cfg.host} within {self.cfg.timeout:g}s"
-        except asyncio.CancelledError:  # shutdown: do not leave publishers running
-            publishes.cancel()
-            raise
-        if not problem and publishes.done() and publishes.exception() is None:
+        except ConnectionLost as exc:
+            problem = f"connection to {self.cfg.host} lost mid-batch: {exc}"
+        except ValueError as exc:  # a topic or payload MQTT cannot carry: resending cannot help
+            return self._outcome(SendResult(Outcome.REJECTED, str(exc)))
+        else:
             return self._outcome(SendResult.ok())
-        publishes.cancel()
-        failures = await asyncio.gather(publishes, return_exceptions=True)
-        if not problem:
-            error = failures[0] if isinstance(failures[0], BaseException) else None
-            if conn.lost.done() or isinstance(error, asyncio.CancelledError):
-                problem = f"connection to {self.cfg.host} lost mid-batch"
-            else:
-                problem = f"publish failed: {error}"
         # Reconnect on the next send; the whole batch is resent (at-least-once).
-        self._conn = None
-        await conn.close()
+        self._client = None
+        client.abort()
         return self._outcome(SendResult(Outcome.RETRY, problem))
 
     def _outcome(self, result: SendResult) -> SendResult:
@@ -342,17 +282,18 @@ class MQTTSink(Sink):
 
     async def close(self) -> None:
         """Publish ``offline`` (retained) and disconnect cleanly, so the Will is not needed."""
-        conn, self._conn = self._conn, None
-        if conn is None:
+        client, self._client = self._client, None
+        if client is None:
             return
-        if self.status_topic and not conn.lost.done():
-            with contextlib.suppress(aiomqtt.MqttError, OSError, asyncio.TimeoutError):
-                await conn.client.publish(self.status_topic, b"offline", qos=1, retain=True, timeout=5)
-        await conn.close()
+        if self.status_topic and client.connected:
+            with contextlib.suppress(MqttWireError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await client.publish_many([(self.status_topic, b"offline")], qos=1, retain=True)
+        await client.disconnect(timeout=5)
 
     def status(self) -> dict[str, Any]:
         return {
             "host": self.cfg.host,
-            "connected": self._conn is not None and not self._conn.lost.done(),
+            "connected": self._client is not None and self._client.connected,
             **self._health.status(),
         }
