@@ -272,7 +272,7 @@ class MqttProtocol(asyncio.Protocol):
         return 0, -1
 
     def _packet(self, first: int, buf: bytes, start: int, end: int, control: list[bytes]) -> None:
-        """Any packet but the common PUBACK / PUBCOMP (``feed`` handles those inline)."""
+        """Any packet but a PUBACK or PUBCOMP once connected (``feed`` handles those inline)."""
         length = end - start
         if not self._connected:
             if first != _CONNACK or length != 2 or buf[start] & 0xFE:
@@ -288,21 +288,11 @@ class MqttProtocol(asyncio.Protocol):
             self._connected = True
             self.connack.set_result(None)
             return
-        if first in (_PUBACK, _PUBREC, _PUBREL, _PUBCOMP) and length == 2:
-            (pid,) = _PID.unpack_from(buf, start)
-            if first == _PUBREC:
-                control.append(b"\x62\x02" + buf[start:end])  # PUBREL; the message stays in flight until PUBCOMP
-            elif first == _PUBREL:
-                control.append(b"\x70\x02" + buf[start:end])  # PUBCOMP for a QoS 2 PUBLISH from the broker
-            else:  # a PUBACK or PUBCOMP split across reads
-                batch = self._inflight.pop(pid, None)
-                if batch is None:
-                    self.unknown_acks += 1
-                else:
-                    batch.unacked -= 1
-                    if not batch.unacked and not batch.future.done():
-                        batch.future.set_result(None)
-                    self._pump()
+        # (PUBACK and PUBCOMP never get here: ``feed`` takes every well-formed one once connected)
+        if first == _PUBREC and length == 2:
+            control.append(b"\x62\x02" + buf[start:end])  # PUBREL; the message stays in flight until PUBCOMP
+        elif first == _PUBREL and length == 2:
+            control.append(b"\x70\x02" + buf[start:end])  # PUBCOMP for a QoS 2 PUBLISH from the broker
         elif first == _PINGRESP and length == 0:
             pass  # any byte counts as an answer (``_received``)
         elif first >> 4 == 3:

@@ -177,6 +177,20 @@ async def test_senml_packs_per_device_and_timestamp(mosquitto: Mosquitto) -> Non
     ]
 
 
+@pytest.mark.parametrize("qos", [0, 2])
+async def test_qos_0_and_2_deliver_every_reading(mosquitto: Mosquitto, qos: int) -> None:
+    sink = make_sink(mosquitto.host, mosquitto.port, qos=qos, max_inflight=7)
+    batch = [reading(i) for i in range(30)]
+    async with subscribed(mosquitto.port, "lab/gw1/th-1/#") as sub:
+        await sink.open()
+        try:
+            assert (await sink.send(batch)).outcome is Outcome.ACCEPTED
+            messages = await sub.wait_for(30)
+        finally:
+            await sink.close()
+    assert [json.loads(p)["value"] for _, p, _ in messages] == [20.0 + i / 4 for i in range(30)]
+
+
 # --- status, Last Will, faults -----------------------------------------------------------------
 
 
