@@ -177,6 +177,7 @@ class MqttProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.prefixes: dict[str, bytes] = {}  # topic -> its length-prefixed UTF-8, as a PUBLISH carries it
         self.unknown_acks = 0  # acks for no packet id in flight (ignored)
+        self.keepalive_wakeups = 0  # the keepalive timer's: at most a few per keepalive period
         self._buffer = b""
         self._connected = False  # CONNACK accepted
         self._queue: collections.deque[_Batch] = collections.deque()  # batches with messages still to send
@@ -409,6 +410,7 @@ class MqttProtocol(asyncio.Protocol):
     def _tick(self) -> None:
         """One timer per connection, re-armed lazily: at the next moment a PINGREQ or its answer is due."""
         self._timer = None
+        self.keepalive_wakeups += 1
         if self.transport is None or self.lost.done():
             return
         now, keepalive = self._loop.time(), self._keepalive
@@ -422,10 +424,11 @@ class MqttProtocol(asyncio.Protocol):
         if self._ping is None and now >= self._last_sent + keepalive - 1e-3:
             self._write(_PINGREQ)
             self._ping = (now, self._received)
-        when = self._last_sent + keepalive
-        if self._ping is not None:
-            when = min(when, self._ping[0] + 1.5 * keepalive)
-        self._arm(when)
+        if self._ping is None:
+            self._arm(self._last_sent + keepalive)
+        else:  # look again when the next PINGREQ would be due (if this one was answered), then at its deadline
+            sent_at = self._ping[0]
+            self._arm(sent_at + keepalive if now < sent_at + keepalive - 1e-3 else sent_at + 1.5 * keepalive)
 
     # --- ending -------------------------------------------------------------------------------------------
 
