@@ -1,19 +1,19 @@
 """A lean MQTT 3.1.1 publisher for the mqtt sink's hot path: batches of PUBLISH at QoS 0, 1 or 2.
 
 Why not aiomqtt (still used by the LoRaWAN driver, the fleet agent, the tests
-and the simulators): one QoS 1 publish through aiomqtt and paho cost 90-112 us
-of CPU at 3 KB (``bench/bench_mqtt_publish.py``, a real Mosquitto on loopback,
-shared 2-core VM). A profile put ~44 % of it in paho's PUBACK handling (a
-``ReasonCode`` and a ``Properties`` object per ack, ``on_publish`` under a lock)
-and ~35 % in paho's ``publish`` (an ``MQTTMessage``, a mutex, logging), plus
-aiomqtt's future and ``wait_for`` per message. This module costs 4.0-4.2 us
-a message at 3 KB on the same bench (12.6-14.8 at 25 KB, against 106-134 us
-through aiomqtt; the bench prints both).
-Here a batch is one future, whatever its size: each PUBLISH is a
-``b"".join`` of a cached topic prefix, a header and the payload; the packets
-of a window go out in one ``transport.write``; an ack is one
-``struct.unpack_from`` and a dict pop; the batch's future completes when its
-last ack arrives, or fails when the connection is lost.
+and the simulators): one QoS 1 publish through aiomqtt and paho cost 60-112 us
+of CPU at 3 KB and 80-134 us at 25 KB (``bench/bench_mqtt_publish.py``, a real
+Mosquitto on loopback, two runs on a shared 2-core VM). A profile put ~44 % of
+it in paho's PUBACK handling (a ``ReasonCode`` and a ``Properties`` object per
+ack, ``on_publish`` under a lock) and ~35 % in paho's ``publish`` (an
+``MQTTMessage``, a mutex, logging), plus aiomqtt's future and ``wait_for`` per
+message. This module costs 4.0-4.4 us a message at 3 KB and 7.4-14.8 us at
+25 KB on the same bench and runs (it prints both clients). Here a batch is
+one future, whatever its size: each PUBLISH is a ``b"".join`` of a cached
+topic prefix, a header and the payload; the packets of a window go out in one
+``transport.write``; an ack is one ``struct.unpack_from`` and a dict pop; the
+batch's future completes when its last ack arrives, or fails when the
+connection is lost.
 
 What it keeps of the protocol, and how it fails:
 
