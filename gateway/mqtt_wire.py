@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import ssl
 import struct
 from collections.abc import Sequence
@@ -543,6 +544,12 @@ class MqttPublisher:
         except TimeoutError:
             proto.abort("connect timed out")
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {stage}") from None
+        except OSError as exc:
+            proto.abort("connect failed")
+            if exc.errno and str(exc.strerror).startswith("Connect call failed"):
+                # asyncio's text names the address we already name; the errno's text says what happened
+                raise type(exc)(exc.errno, os.strerror(exc.errno)) from exc
+            raise
         except BaseException:
             proto.abort("connect failed")
             raise

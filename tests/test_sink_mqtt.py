@@ -244,6 +244,19 @@ async def test_connection_cut_mid_batch_is_retry_and_resend_delivers_all(mosquit
     assert sorted(set(values)) == [20.0 + i / 4 for i in range(50)]  # nothing lost, duplicates allowed
 
 
+async def test_nothing_listening_is_retry_saying_connection_refused() -> None:
+    port = free_port()
+    sink = make_sink("127.0.0.1", port)
+    await sink.open()
+    try:
+        result = await sink.send([reading(0)])
+    finally:
+        await sink.close()
+    assert result.outcome is Outcome.RETRY
+    assert result.detail == f"cannot connect to 127.0.0.1:{port}: [Errno 111] Connection refused"
+    assert sink.status()["connected"] is False
+
+
 async def test_no_puback_in_time_is_retry(mosquitto: Mosquitto) -> None:
     async with Relay(mosquitto.port) as relay:
         sink = make_sink("127.0.0.1", relay.port, timeout="0.5s")
