@@ -332,6 +332,28 @@ async def test_a_broker_that_never_acks_is_retry() -> None:
     assert "no acknowledgement from 127.0.0.1 within 0.3s" in result.detail
 
 
+async def test_a_send_cancelled_while_connecting_leaves_no_connection_open() -> None:
+    closed = asyncio.Event()
+    got_online = asyncio.Event()
+
+    async def never_acks_online(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_packet(reader)  # the retained "online": never acknowledged
+        got_online.set()
+        while await reader.read(65536):
+            pass
+        closed.set()
+
+    async with RawBroker(never_acks_online) as broker:
+        sink = make_sink("127.0.0.1", broker.port)
+        sending = asyncio.create_task(sink.send([reading(0)]))
+        await asyncio.wait_for(got_online.wait(), 5)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        await asyncio.wait_for(closed.wait(), 5)
+        assert sink.status()["connected"] is False
+
+
 @pytest.mark.parametrize(("code", "outcome", "text"), [(5, Outcome.AUTH, "Not authorized"),
                                                        (4, Outcome.AUTH, "Bad user name or password"),
                                                        (3, Outcome.RETRY, "Server unavailable")])  # fmt: skip

@@ -201,6 +201,9 @@ class MQTTSink(Sink):
                 # the TLS 1.3 handshake: the client sees a reset before CONNACK, or a timeout.
                 reason += " (if the broker requires a client certificate, set cert_file and key_file)"
             return self._outcome(SendResult(outcome, f"cannot connect to {cfg.host}:{port}: {reason}"))
+        except BaseException:  # cancelled (shutdown) while connecting: no connection may stay open behind us
+            client.abort()
+            raise
         self._client = client
         log.info("sink %s: connected to %s as %s", self.name, cfg.host, self.client_id)
         return client
