@@ -291,7 +291,7 @@ class SinkDispatcher:
         RETRY and AUTH are waited out here with backoff: the batch stays as it is.
         """
         while True:
-            raise_if_cancel_requested()  # aiomqtt's wait_for can swallow our cancellation (gateway/aio.py)
+            raise_if_cancel_requested()  # a sink's library may use wait_for, which can swallow it (gateway/aio.py)
             started = time.perf_counter()
             try:
                 result = await send()
