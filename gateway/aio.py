@@ -7,9 +7,10 @@ the daemon cancelled it then went on looping, and the daemon hung at shutdown.
 ``asyncio.timeout`` does not have that race, so the core uses it everywhere.
 
 Libraries still use ``wait_for``: pymodbus for every request on a serial
-framing, aiomqtt for the LoRaWAN driver's and the fleet agent's subscriptions. Measured with a silent Modbus unit and a 4 ms timeout,
-6 of 300 cancellations of the driver task were swallowed, and the task polled
-on forever (a CI run hung 180 s in a test's teardown). Two defences:
+framing, aiomqtt for the LoRaWAN driver's and the fleet agent's subscriptions.
+Measured with a silent Modbus unit and a 4 ms timeout, 6 of 300
+cancellations of the driver task were swallowed, and the task polled on
+forever (a CI run hung 180 s in a test's teardown). Two defences:
 ``raise_if_cancel_requested`` in every long-running loop that calls such a
 library, and ``cancel_and_wait``, which cancels again a task that did not stop.
 """

@@ -188,6 +188,14 @@ def _mixed_struct(flags: bytes) -> struct.Struct:
     return hit
 
 
+def _payload(floats: array[float]) -> bytes:
+    """The little-endian bytes of an array('d')."""
+    if _SWAP:
+        floats = array("d", floats)
+        floats.byteswap()
+    return floats.tobytes()
+
+
 def _packed(typecode: str, values: Sequence[Value]) -> bytes:
     packed = array(typecode, values)  # type: ignore[type-var]
     if _SWAP:
@@ -200,9 +208,13 @@ def encode_frame_values(values: Sequence[Value]) -> tuple[SqlValue, int, int, Se
 
     Raises TypeError for a value that is not float, int, bool or str (or a subclass).
     """
+    if type(values) is array and values.typecode == "d":  # a frame's float_array: no type check needed
+        return _payload(values), KIND_FRAME_F64, 8 * len(values), values
     types = set(map(type, values))
     if types == {float}:
-        return _packed("d", values), KIND_FRAME_F64, 8 * len(values), values
+        # Decoded as an array('d') too: 8 bytes a value, not 32, in the in-memory tail and after a restart.
+        floats: array[float] = array("d", values)  # type: ignore[arg-type]  # all floats, checked above
+        return _payload(floats), KIND_FRAME_F64, 8 * len(values), floats
     if types == {int}:
         try:
             return _packed("q", values), KIND_FRAME_I64, 8 * len(values), values
@@ -242,7 +254,7 @@ def _base(value: Value) -> Value:
     raise TypeError(f"reading value must be float, int, bool or str, not {type(value).__name__}")
 
 
-def decode_frame_values(payload: SqlValue, kind: int) -> tuple[Value, ...]:
+def decode_frame_values(payload: SqlValue, kind: int) -> Sequence[Value]:
     """The values of a frame row (``kind`` is the row's kind or just its payload format)."""
     kind &= _FORMAT_MASK
     if kind in (KIND_FRAME_F64, KIND_FRAME_I64):
@@ -250,7 +262,8 @@ def decode_frame_values(payload: SqlValue, kind: int) -> tuple[Value, ...]:
         unpacked.frombytes(payload)  # type: ignore[arg-type]
         if _SWAP:
             unpacked.byteswap()
-        return tuple(unpacked)
+        # floats stay an array('d'), as the poller made them (8 bytes a value while the frame lives)
+        return unpacked if kind == KIND_FRAME_F64 else tuple(unpacked)
     if kind == KIND_FRAME_MIXED:
         n = len(payload) // 9  # type: ignore[arg-type]
         return _mixed_struct(payload[:n]).unpack_from(payload, n)  # type: ignore[index, arg-type]

@@ -19,7 +19,6 @@ code relies on (and tests/test_buffer_model.py checks):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import logging
 import os
@@ -64,7 +63,7 @@ from gateway.buffer_types import (
     SinkStats,
     UnknownSinkError,
 )
-from gateway.frame import Frame, Item, count_values
+from gateway.frame import Frame, Item, count_values, make_frame
 from gateway.model import make_reading
 from gateway.sqlite_rows import insert_rows
 
@@ -408,8 +407,10 @@ class DurableBuffer:
         sid, size = series.by_key.get(key) or series.lookup(key)
         layout, layout_size = self._layouts.lookup(frame.fields)
         payload, payload_format, values_size, values = encode_frame_values(frame.values)
-        if values is not frame.values:  # subclasses (IntEnum...) are stored as their base type:
-            frame = dataclasses.replace(frame, values=values)  # the tail must return what the file does
+        if values is not frame.values:  # floats become an array('d'), subclasses (IntEnum...) their base type:
+            frame = make_frame(  # the tail must return what the file does
+                frame.ts_ns, frame.site, frame.gateway, frame.device, frame.fields, values, frame.tags, frame.qualities
+            )
         size += ROW_OVERHEAD + layout_size + values_size
         quality = encode_qualities(frame.qualities)
         return (0, sid, frame.ts_ns, payload, frame_kind(layout, payload_format), quality, size), frame

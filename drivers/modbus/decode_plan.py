@@ -33,7 +33,7 @@ from typing import Final
 from gateway.drivers.modbus.config import FieldSpec
 from gateway.drivers.modbus.decode import _STRUCT, scale_divisor
 from gateway.drivers.modbus.planner import ReadRequest, Span
-from gateway.frame import Frame, FrameFields, make_frame
+from gateway.frame import Frame, FrameFields, all_floats, float_array, make_frame
 from gateway.model import Quality, Value
 from gateway.quantities import QUANTITIES, UNIT_ALIASES
 
@@ -314,11 +314,16 @@ class Assembly:
         qualities: tuple[Quality, ...] | None,
     ) -> list[Frame]:
         out = []
+        # All floats (scaled registers, float32): each frame's values as an array('d'), 8 bytes a value
+        # instead of 32 for as long as the frame lives (buffer tail, status page, sinks in flight).
+        floats = all_floats(values)
         for tags, fields, pick in self.frames:
             quals = None
             if qualities is not None:
                 quals = pick(qualities)
                 if quals.count(Quality.GOOD) == len(quals):
                     quals = None
-            out.append(make_frame(ts_ns, site, gateway, device, fields, pick(values), tags, quals))  # type: ignore[arg-type]
+            picked: Sequence[Value] = pick(values)  # type: ignore[assignment]  # a picker returns a tuple of them
+            out.append(make_frame(ts_ns, site, gateway, device, fields,
+                                  float_array(picked) if floats else picked, tags, quals))  # type: ignore[arg-type]  # fmt: skip
         return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,6 +111,8 @@ async def test_frames_equal_per_field_readings_for_every_profile(profile: str) -
         map(_key, _reference(poller, recording_detail.answers, 1_700_000_000_000_000_000))
     )
     assert [f.status for f in detail.fields] == ["ok"] * len(got)
+    for f in result.frames:  # all-float frames travel as array('d'): 8 bytes a value instead of 32
+        assert (type(f.values) is array) == all(type(v) is float for v in f.values), f
 
 
 # --- a synthetic device with every decoding feature, random words --------------------------------------------
