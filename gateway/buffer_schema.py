@@ -9,6 +9,10 @@ from typing import Final, Literal
 from gateway.buffer_types import BufferCorruptError
 
 SCHEMA_VERSION: Final = 2
+# SQLite's page cache, negative: in KiB. Its default (2 MiB) fills over hours and stays; a commit touches a few
+# pages at the ends of two B-trees, and a replay reads the file in order, so 512 KiB serves both
+# (bench/bench_buffer_frames.py: the same CPU per value appended and replayed).
+CACHE_KIB: Final = -512
 # v2 stores a frame as one row: ``id`` is the id of its LAST value (a frame of
 # n values has the value ids id-n+1 .. id), ``kind`` holds its layout id (its
 # quantities and units, and n, in ``layouts``) and payload format
@@ -71,6 +75,7 @@ def connect(
         if mode != "wal":
             raise BufferCorruptError(path, f"cannot switch to WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous={sync.upper()}")
+        conn.execute(f"PRAGMA cache_size={CACHE_KIB}")
         conn.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
         conn.execute(f"PRAGMA journal_size_limit={int(journal_size_limit)}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]

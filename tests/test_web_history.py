@@ -195,10 +195,10 @@ def test_a_ring_holds_the_last_value_of_each_of_its_last_steps(puts: list[tuple[
 # --- memory -----------------------------------------------------------------------------------------------------
 
 
-def test_a_point_is_four_bytes_and_the_bound_keeps_about_a_thousand_series_in_4_mib() -> None:
+def test_a_point_is_four_bytes_and_the_bound_keeps_over_700_series_in_3_mib() -> None:
     history = SeriesHistory(step_s=10.0)
     assert history.series_bytes == 4 * (361 + 720)
-    assert MAX_RING_BYTES <= 4 * 1024**2 and MAX_RING_BYTES // history.series_bytes >= 970
+    assert MAX_RING_BYTES <= 3 * 1024**2 and MAX_RING_BYTES // history.series_bytes >= 720
     fields = FrameFields.of([f"r{i}" for i in range(50)], ["V"] * 50)
     observe = history.observer("bus")
     observe([_frame(f"dev-{d}", fields, [1.0] * 50, T0) for d in range(24)])  # 1,200 series

@@ -41,7 +41,7 @@ log = logging.getLogger("gateway.web")
 
 HOUR_NS = 3600 * 10**9
 POINT_BYTES = 4  # float32
-MAX_RING_BYTES = 4 * 1024**2  # ~970 series with the defaults; a site with more sees the rest without plots
+MAX_RING_BYTES = 3 * 1024**2  # ~727 series with the defaults; a site with more sees the rest without plots
 DAY_STEP_S = 120.0
 DAY_POINTS = 720
 MAX_LAYOUTS = 100_000  # (source, device, layout) entries of the sampler's cache; 100 x 500 in frames of 40 is 1,300
