@@ -98,6 +98,7 @@ class DriverContext:
     device_up_hook: Callable[[str, str, str, bool], None] = field(default=lambda d, s, dev, up: None)
     reject_hook: Callable[[Sequence[RejectedMessage]], Awaitable[None]] = field(default=_keep_nothing)
     _down: dict[str, str] = field(default_factory=dict)
+    _up: set[str] = field(default_factory=set)  # devices whose "up" the hook has been told (and not "down" since)
 
     def reading(
         self,
@@ -161,13 +162,20 @@ class DriverContext:
         if device not in self._down:
             self.logger.error("device %s is not answering: %s", device, reason)
             self.device_up_hook(self.driver, self.source, device, False)
+        self._up.discard(device)
         self._down[device] = reason
 
     def device_up(self, device: str) -> None:
-        """Mark a device as answering again. Logged once when it recovers."""
+        """Mark a device as answering again. Logged once when it recovers.
+
+        The hook (the ``gateway_device_up`` gauge) hears of the first poll and of each recovery, not of every
+        poll: a label lookup per poll was ~1 % of the daemon's CPU at 100 devices polled every second.
+        """
         if self._down.pop(device, None) is not None:
             self.logger.warning("device %s is answering again", device)
-        self.device_up_hook(self.driver, self.source, device, True)
+        if device not in self._up:
+            self._up.add(device)
+            self.device_up_hook(self.driver, self.source, device, True)
 
     def is_down(self, device: str) -> bool:
         return device in self._down

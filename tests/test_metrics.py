@@ -72,3 +72,50 @@ def test_every_exposed_metric_is_documented() -> None:
     assert len(names) >= 20
     missing = [name for name in names if f"`{name}`" not in doc]
     assert not missing, f"add these to docs/metrics.md: {missing}"
+
+
+def test_device_up_gauge_follows_transitions_though_the_hook_hears_only_of_them() -> None:
+    import logging
+
+    from gateway.driver import DriverContext
+
+    metrics = Metrics()
+    calls: list[bool] = []
+
+    def hook(driver: str, source: str, device: str, up: bool) -> None:
+        calls.append(up)
+        metrics.device_up.labels(driver, source, device).set(1 if up else 0)
+
+    ctx = DriverContext(site="s", gateway="g", source="bus", driver="modbus", logger=logging.getLogger("t"))
+    ctx.device_up_hook = hook
+
+    def gauge() -> float | None:
+        return metrics.registry.get_sample_value(
+            "gateway_device_up", {"driver": "modbus", "source": "bus", "device": "m1"}
+        )
+
+    for _ in range(3):
+        ctx.device_up("m1")
+    assert gauge() == 1 and calls == [True]  # every poll says up; the gauge is set once
+    ctx.device_down("m1", "timeout")
+    ctx.device_down("m1", "timeout")
+    assert gauge() == 0 and calls == [True, False]
+    ctx.device_up("m1")
+    ctx.device_up("m1")
+    assert gauge() == 1 and calls == [True, False, True]
+
+
+def test_readings_counted_per_device_and_outcome_across_commits() -> None:
+    from gateway.normalise import Normaliser
+
+    metrics = Metrics()
+    normaliser = Normaliser(driver="modbus", source="bus", source_tags={}, metrics=metrics)
+    normaliser.count({("m1", "ok"): 40, ("m2", "ok"): 5})
+    normaliser.count({("m1", "ok"): 60, ("m1", "out_of_range"): 2})
+
+    def counted(device: str, outcome: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "gateway_readings_total", {"driver": "modbus", "device": device, "outcome": outcome}
+        )
+
+    assert (counted("m1", "ok"), counted("m2", "ok"), counted("m1", "out_of_range")) == (100, 5, 2)
