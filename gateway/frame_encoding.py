@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from collections.abc import Iterable, Mapping
 from typing import Final
 
@@ -64,9 +65,14 @@ _LP_QUALITY: Final = {q: f",quality={int(q)}i" if q else "" for q in Quality}
 def _value_kinds(frame: Frame, allowed: frozenset[type]) -> set[type] | None:
     """The types of the frame's values if it can take the template road, else None."""
     values = frame.values
-    kinds = set(map(type, values))
-    if not kinds <= allowed:
-        return None
+    if type(values) is array and values.typecode == "d":  # a frame of floats (gateway.frame.float_array)
+        kinds: set[type] = {float}
+        if float not in allowed:
+            return None
+    else:
+        kinds = set(map(type, values))
+        if not kinds <= allowed:
+            return None
     try:
         total = sum(values)  # type: ignore[arg-type]  # numbers only, checked above
     except OverflowError:  # an int too large for a float: the per-reading road decides

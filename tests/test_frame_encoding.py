@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
 from types import MappingProxyType
 
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from gateway.encoding import EncodingError, LineProtocolEncoder, dumps_compact, group_for_senml, senml_pack
 from gateway.frame import Frame, FrameFields, as_readings
 from gateway.frame_encoding import FrameLineProtocolEncoder, SenMLFrameEncoder
-from gateway.model import Quality
+from gateway.model import Quality, Value
 from gateway.tags import EMPTY_TAGS
 
 T0 = 1_714_557_600_000_000_000
@@ -96,7 +98,9 @@ def frames(draw: st.DrawFn) -> list[Frame]:
                                               min_size=n, max_size=n)))  # fmt: skip
         # Half of the frames are plain numbers (the template road), half anything (mostly the per-reading road).
         plain = draw(st.booleans())
-        values = tuple(draw(st.lists(_numbers if plain else _values, min_size=n, max_size=n)))
+        values: Sequence[Value] = tuple(draw(st.lists(_numbers if plain else _values, min_size=n, max_size=n)))
+        if values and all(type(v) is float for v in values) and draw(st.booleans()):
+            values = array("d", values)  # as the Modbus poller and the buffer hold frames of floats
         grades = st.lists(st.sampled_from(list(Quality)), min_size=n, max_size=n).map(tuple)
         qualities = draw(st.none() | grades)
         tags = MappingProxyType(draw(st.dictionaries(_tag_keys, _names, max_size=3)))
