@@ -147,14 +147,23 @@ def test_a_layout_with_more_tag_sets_than_baked_templates_encodes_them_all_alike
 
 
 @pytest.mark.parametrize(
-    ("quantities", "units"), [(("volt\x00age", "a"), ("V", "V")), (("voltage", "a"), ("V\x00", "V"))]
+    ("quantities", "units", "tag"),
+    [
+        (("volt\x00age", "a"), ("V", "V"), "1"),
+        (("voltage", "a"), ("V\x00", "V"), "1"),
+        (("volt\x01age", "a"), ("V", "V"), "1"),
+        (("voltage", "a"), ("V", "V\x02"), "1"),
+        (("voltage", "a"), ("V", "V"), "x\x01y"),
+        (("voltage", "a"), ("V", "V"), "x\x02y"),
+    ],
 )
-def test_a_name_holding_the_timestamp_mark_still_encodes_as_its_readings_do(
-    quantities: tuple[str, ...], units: tuple[str, ...]
+def test_a_name_holding_a_mark_still_encodes_as_its_readings_do(
+    quantities: tuple[str, ...], units: tuple[str, ...], tag: str
 ) -> None:
-    # The baked lines take the timestamp where a NUL stands: a NUL of the frame's own must not get it
-    # (Hypothesis found the quantity case).
-    f = Frame(T0, "lab", "gw1", "m1", FrameFields.of(list(quantities), units), (1.5, 2), MappingProxyType({"ch": "1"}))
+    # The baked lines take the timestamp where a NUL stands, and the tags where \x01 and \x02 stand: a mark
+    # of the frame's own must not get them (Hypothesis found the quantity case).
+    fields = FrameFields.of(list(quantities), units)
+    f = Frame(T0, "lab", "gw1", "m1", fields, (1.5, 2), MappingProxyType({"ch": tag, "zone": "z"}))
     f2 = Frame(T0, "lab", "gw1", "m1", f.fields, (2.5, 3), MappingProxyType({"ch": "2"}))
     batch = [f, f2]
     assert _outcome(lambda: FrameLineProtocolEncoder().encode_frames(batch)) == _outcome(
