@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,7 +11,6 @@ from pathlib import Path
 
 from gateway.drivers.modbus.config import FieldSpec
 from gateway.drivers.modbus.decode import encode_value
-
 from gateway.quantities import QUANTITIES, convert_to_canonical
 
 # (typical value, swing) in the canonical unit; the value follows a slow sine.
@@ -114,6 +114,13 @@ class SimulatedDevice:
     strict_addresses: bool = False  # True: reading a hole answers "illegal data address"
     started: float = field(default_factory=time.time)
     frozen_at: float | None = None  # fix the clock (reproducible values)
+
+    def pin_random(self, seed: int, *, registers: int, bits: int) -> None:
+        """Pin random words to the first ``registers`` holding and input registers and random bits to the first
+        ``bits`` coils and discrete inputs (tests that compare two clients reading the same unit)."""
+        rng = random.Random(seed)
+        self.fixed = {table: {a: rng.randrange(0x10000) for a in range(registers)} for table in ("holding", "input")}
+        self.fixed |= {table: {a: rng.randrange(2) for a in range(bits)} for table in ("coil", "discrete")}
 
     def snapshot(self, table: str) -> Mapping[int, int]:
         """Current registers (or bits as 0/1) of one table."""

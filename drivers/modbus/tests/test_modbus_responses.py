@@ -132,9 +132,7 @@ async def test_the_client_decoder_answers_with_our_classes() -> None:
 @pytest.fixture
 async def sim() -> AsyncIterator[ModbusSimulator]:
     devices = devices_from_profiles({1: "xy-md02"})
-    rng = random.Random(11)
-    devices[1].fixed = {table: {a: rng.randrange(0x10000) for a in range(200)} for table in ("holding", "input")}
-    devices[1].fixed |= {table: {a: rng.randrange(2) for a in range(300)} for table in ("coil", "discrete")}
+    devices[1].pin_random(11, registers=200, bits=300)
     simulator = ModbusSimulator(devices, seed=1)
     yield simulator
     await simulator.close()

@@ -7,7 +7,6 @@ Values are compared with what pymodbus' own client reads from the same simulator
 from __future__ import annotations
 
 import asyncio
-import random
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
@@ -65,9 +64,7 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 @pytest.fixture
 async def sim() -> AsyncIterator[ModbusSimulator]:
     devices = devices_from_profiles({1: "xy-md02"})
-    rng = random.Random(3)
-    devices[1].fixed = {table: {a: rng.randrange(0x10000) for a in range(200)} for table in ("holding", "input")}
-    devices[1].fixed |= {table: {a: rng.randrange(2) for a in range(2100)} for table in ("coil", "discrete")}
+    devices[1].pin_random(3, registers=200, bits=2100)
     simulator = ModbusSimulator(devices, seed=1)
     yield simulator
     await simulator.close()
