@@ -22,7 +22,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Final
 
-from gateway.frame import Frame
+from gateway.frame import Frame, float_array
 from gateway.model import Quality, Reading, Value
 from gateway.tags import encode_tags
 
@@ -213,7 +213,7 @@ def encode_frame_values(values: Sequence[Value]) -> tuple[SqlValue, int, int, Se
     types = set(map(type, values))
     if types == {float}:
         # Decoded as an array('d') too: 8 bytes a value, not 32, in the in-memory tail and after a restart.
-        floats: array[float] = array("d", values)  # type: ignore[arg-type]  # all floats, checked above
+        floats = float_array(values)  # type: ignore[arg-type]  # all floats, checked above
         return _payload(floats), KIND_FRAME_F64, 8 * len(values), floats
     if types == {int}:
         try:

@@ -184,7 +184,7 @@ def make_frame(
     return f
 
 
-def float_array(values: Sequence[float]) -> Sequence[Value]:
+def float_array(values: Iterable[float]) -> array[float]:
     """Floats as an ``array('d')``: 8 bytes a value instead of a float object and a tuple slot (32 bytes).
 
     For the values of a frame that lives a while (buffered, shown on the status page). The caller
