@@ -219,6 +219,7 @@ def run_scenario(
     counter: subprocess.Popen[str] | None = None
     daemon: subprocess.Popen[bytes] | None = None
     spy: subprocess.Popen[bytes] | None = None
+    tracer: subprocess.Popen[bytes] | None = None
     stop_s: float | None = 0.0
     try:
         ports: list[int] = []
@@ -280,6 +281,19 @@ def run_scenario(
                      str(max(1, int(end - now - 0.5))), "-o", str(folder / "pyspy.txt")],
                     stdout=log, stderr=subprocess.STDOUT,
                 )  # fmt: skip
+            if args.syscalls and tracer is None and now > started + args.warmup + 1.5 and scenario.devices:
+                # Counts, not times: strace slows every syscall down, so the CPU figures of this run are off.
+                tracer = subprocess.Popen(
+                    ["timeout", "-s", "INT", str(max(1, int(end - now - 0.5))), "strace", "-c", "-f", "-p",
+                     str(daemon.pid), "-o", str(folder / "syscalls.txt")]
+                    if args.syscalls == "strace"
+                    else ["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-p", str(daemon.pid), "-o",
+                          str(folder / "perf.data"), "--", "sleep", str(max(1, int(end - now - 0.5)))]
+                    if args.syscalls == "record"
+                    else ["perf", "stat", "-p", str(daemon.pid), "-o", str(folder / "perf-stat.txt"), "--", "sleep",
+                          str(max(1, int(end - now - 0.5)))],
+                    stdout=log, stderr=subprocess.STDOUT,
+                )  # fmt: skip
             # Fine steps until the first value is in, to time the startup; then on every half second of the
             # clock: polls tick on whole seconds, and their values take a while to arrive, so a sample at x.0 s
             # falls between two bursts (the VictoriaMetrics count has no arrival times to choose a better phase).
@@ -291,6 +305,8 @@ def run_scenario(
     finally:
         if spy is not None:
             spy.wait(30)
+        if tracer is not None:
+            tracer.wait(30)
         if daemon is not None:
             stop_s = stop_daemon(daemon, args.stop_timeout)
         for p in sims:
@@ -345,6 +361,11 @@ def main() -> int:
         "--no-web", dest="web", action="store_false", help="turn the status page off (on by default, as shipped)"
     )
     ap.add_argument("--profile", action="store_true", help="py-spy the daemon over the window; print its top 10")
+    ap.add_argument(
+        "--syscalls",
+        choices=("strace", "perf", "record"),
+        help="count the daemon's syscalls (strace -c: slows it down) or its context switches (perf stat)",
+    )
     ap.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     ap.add_argument("--stop-timeout", type=float, default=20.0, help="SIGKILL the daemon after this (default 20 s)")
     ap.add_argument("--pause", type=float, default=5.0, help="between two scenarios (default 5 s)")

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 
 _phase = 0.0  # fraction of each interval this process polls at; set once by the daemon
 
+# A source's first poll runs as soon as it starts, stamped with its real time, and the following ones on
+# the grid: a gateway that (re)starts shows data at once, not after up to one interval (15 min for a
+# slow meter), and the timestamp still says when the value was read (docs/data-model.md, "Poll phase").
+FIRST_POLL_AT_ONCE = True
+
 
 def set_phase(fraction: float) -> float:
     """Set the gateway's poll phase (``[gateway] poll_phase``, docs/fleet.md); returns the previous one.
@@ -46,13 +51,16 @@ def next_aligned_tick(now_s: float, interval_s: float, offset_s: float | None = 
     return offset_s + k * interval_s
 
 
-async def aligned_ticks(interval_s: float, *, offset_s: float | None = None) -> AsyncIterator[tuple[float, int]]:
+async def aligned_ticks(
+    interval_s: float, *, offset_s: float | None = None, first_at_once: bool = False
+) -> AsyncIterator[tuple[float, int]]:
     """Yield (tick_time_s, missed) at every aligned tick, forever.
 
     ``missed`` counts ticks skipped because the previous iteration overran; we
-    skip rather than burst, so a slow device never snowballs.
+    skip rather than burst, so a slow device never snowballs. ``first_at_once``
+    yields the current time first, then the grid (see ``FIRST_POLL_AT_ONCE``).
     """
-    tick = next_aligned_tick(time.time(), interval_s, offset_s)
+    tick = time.time() if first_at_once else next_aligned_tick(time.time(), interval_s, offset_s)
     missed = 0
     while True:
         delay = tick - time.time()

@@ -23,7 +23,7 @@ from gateway.frame import Item, as_readings, count_values
 from gateway.metrics import Metrics
 from gateway.model import Reading
 from gateway.normalise import Normaliser, Outcomes
-from gateway.scheduling import Backoff, aligned_ticks
+from gateway.scheduling import FIRST_POLL_AT_ONCE, Backoff, aligned_ticks
 from gateway.writer import BufferWriter
 
 log = logging.getLogger("gateway.supervisor")
@@ -204,7 +204,7 @@ class SourceSupervisor:
 
     async def _poll_forever(self, driver: PolledDriver) -> None:
         interval = self.config.interval
-        async for _tick, missed in aligned_ticks(interval):
+        async for _tick, missed in aligned_ticks(interval, first_at_once=FIRST_POLL_AT_ONCE):
             raise_if_cancel_requested()  # see gateway/aio.py
             if missed and self.metrics is not None:
                 self.metrics.missed_ticks.labels(self.config.driver, self.config.name).inc(missed)

@@ -31,6 +31,20 @@ async def test_ticks_land_on_the_grid_without_drift() -> None:
     assert abs(ticks[-1][0] - ticks[0][0] - 11 * interval) < 1e-6
 
 
+async def test_first_tick_at_once_then_the_grid() -> None:
+    interval = 0.5
+    ticks = []
+    started = time.time()
+    async for tick, missed in aligned_ticks(interval, first_at_once=True):
+        ticks.append((tick, time.time(), missed))
+        if len(ticks) == 3:
+            break
+    (first, first_fired, _), *rest = ticks
+    assert started <= first <= first_fired < started + 0.05  # no wait for the grid (0-0.5 s here)
+    assert all(abs(t / interval - round(t / interval)) < 1e-6 and missed == 0 for t, _, missed in rest)
+    assert rest[0][0] - first <= interval  # the very next tick of the grid
+
+
 async def test_an_overrun_skips_ticks_and_reports_them() -> None:
     interval = 0.05
     seen = []

@@ -19,7 +19,7 @@ from gateway.aio import raise_if_cancel_requested
 from gateway.driver import DriverContext, Emit
 from gateway.drivers.modbus.bus import Bus, BusUnavailable
 from gateway.drivers.modbus.poller import DevicePoller
-from gateway.scheduling import Backoff, next_aligned_tick
+from gateway.scheduling import FIRST_POLL_AT_ONCE, Backoff, next_aligned_tick
 
 
 @dataclass(slots=True)
@@ -28,6 +28,7 @@ class DeviceSlot:
     due_s: float  # wall clock time of the next poll
     tick_s: float  # aligned tick the next poll belongs to (reading timestamp)
     backoff: Backoff
+    first: bool = True  # the first poll: at once, stamped with its real time (scheduling.FIRST_POLL_AT_ONCE)
     down: bool = False
     polls: int = 0
     missed_ticks: int = 0
@@ -63,10 +64,9 @@ class BusScheduler:
         self.slots = []
         for p in pollers:
             interval = p.device.interval_s
-            tick = next_aligned_tick(now, interval)
-            self.slots.append(
-                DeviceSlot(p, tick, tick, Backoff(initial_s=interval, cap_s=max(backoff_max_s, interval)))
-            )
+            tick = now if FIRST_POLL_AT_ONCE else next_aligned_tick(now, interval)
+            backoff = Backoff(initial_s=interval, cap_s=max(backoff_max_s, interval))
+            self.slots.append(DeviceSlot(p, tick, tick, backoff, first=FIRST_POLL_AT_ONCE))
         self._reconnect = Backoff(initial_s=reconnect_initial_s, cap_s=min(30.0, backoff_max_s))
         self._bus_down = False
 
@@ -81,7 +81,11 @@ class BusScheduler:
                 await asyncio.sleep(delay)
             if not await self._ensure_connected():
                 continue
-            if not slot.down and time.time() - slot.tick_s > slot.poller.device.interval_s:
+            if slot.first:
+                # Not on the grid: stamped with when it is read (devices of a bus take turns at start-up).
+                slot.first = False
+                slot.tick_s = time.time()
+            elif not slot.down and time.time() - slot.tick_s > slot.poller.device.interval_s:
                 self._schedule_on_grid(slot)  # the bus was away or overran: rejoin at the next tick
                 continue
             started = time.monotonic()

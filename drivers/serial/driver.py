@@ -19,7 +19,7 @@ import serial_asyncio_fast
 
 from gateway.driver import DeviceCatalogue, DriverContext, Emit, PushDriver, SourceConfig
 from gateway.model import Quality, Reading, now_ns
-from gateway.scheduling import Backoff, aligned_ticks
+from gateway.scheduling import FIRST_POLL_AT_ONCE, Backoff, aligned_ticks
 
 from .config import SDS011Decoder, SerialSourceConfig, resolve
 from .measurement import Measurement, Position
@@ -136,7 +136,7 @@ class SerialDriver(PushDriver):
                 tasks.create_task(self._query_loop(writer, decoder), name=f"serial-query-{self.cfg.name}")
 
     async def _query_loop(self, writer: asyncio.StreamWriter, decoder: StreamDecoder) -> None:
-        async for _tick, _missed in aligned_ticks(self.cfg.interval):
+        async for _tick, _missed in aligned_ticks(self.cfg.interval, first_at_once=FIRST_POLL_AT_ONCE):
             writer.write(decoder.query_command())
 
     async def _read_loop(

@@ -154,3 +154,23 @@ async def test_what_is_queued_at_stop_is_committed(tmp_path: Path, sim: ModbusSi
         await reopened.close()
     assert buffer is not None
     assert stored == supervisor.readings_total
+
+
+async def test_first_poll_at_once_then_on_the_grid(tmp_path: Path, sim: ModbusSimulator) -> None:
+    """A (re)started gateway shows data at once: the first poll does not wait for the grid's next tick (up to
+    an interval: 15 min for a slow meter), it is stamped with when it was read, and the following polls are on
+    the grid."""
+    port = await sim.serve_tcp()
+    devices = [{"name": f"m{unit}", "unit_id": unit, "profile": "xy-md02"} for unit in (1, 2)]
+    async with pipeline(tmp_path, _source(port, devices, 3.0)) as p:
+        deadline = time.monotonic() + 10
+        while p.supervisor.readings_total < 2 * 2 * 3:  # three polls of two devices of two values
+            assert time.monotonic() < deadline, "too few polls"
+            await asyncio.sleep(0.05)
+        got = await p.polls_by_device()
+    for device in ("m1", "m2"):
+        first, *grid = sorted(got[device])
+        # Read at once (waiting for the grid would make that 0-3 s, uniformly), and stamped then.
+        assert 0 <= first / 1e9 - p.started_s < 0.3, f"{device}: first poll {first / 1e9 - p.started_s:.2f} s in"
+        assert len(grid) >= 2 and all(ts % 3_000_000_000 == 0 for ts in grid), f"{device}: not on the grid: {grid}"
+        assert grid[0] - first <= 3_000_000_000  # then the very next tick: nothing skipped
