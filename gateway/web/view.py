@@ -210,7 +210,7 @@ class StatusView:
     ) -> tuple[str, dict[str, Any], list[tuple[str, bool, _UpWindow]], float | None]:
         """A source's observations of this second: which devices are down, since when, their availability,
         the poll latency; the dicts of the page are made from them only when a client asks (``_source``)."""
-        down = s.get("devices_down")
+        down: list[str] = s.get("devices_down") or []
         failing = s.get("state") == "failing"
         devices = self.history.devices(name)
         if down:
@@ -218,7 +218,7 @@ class StatusView:
         seen: list[tuple[str, bool, _UpWindow]] = []
         for device in devices:
             key = (name, device)
-            is_down = failing or (bool(down) and device in down)
+            is_down = failing or (bool(down) and device in down)  # most sources: nothing down, no scan
             if is_down:
                 self._down_since.setdefault(key, now_ns)
             elif self._down_since:
