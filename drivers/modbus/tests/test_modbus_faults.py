@@ -132,7 +132,7 @@ async def test_dead_device_on_shared_line_does_not_delay_the_others(sim: ModbusS
     async with running_driver(_source(line, [1, 2, 3], interval=0.25, timeout=0.1, backoff_max=2)) as run:
         await run.wait_for(lambda: len(run.of("u1", "temperature")) >= 8, timeout=6)
     for name in ("u1", "u3"):
-        ticks = sorted({r.ts_ns for r in run.of(name, "temperature")})
+        _first, *ticks = sorted({r.ts_ns for r in run.of(name, "temperature")})  # the first poll is off the grid
         steps = {b - a for a, b in itertools.pairwise(ticks)}
         assert steps == {250_000_000}, f"{name} missed ticks: {steps}"
     polls_of_dead = sim.stats.per_unit[2]
