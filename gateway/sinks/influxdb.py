@@ -12,7 +12,7 @@ import email.utils
 import gzip
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +32,25 @@ from gateway.sink import Outcome, SendResult, Sink, SinkConfig, SinkHealth
 
 log = logging.getLogger(__name__)
 
+# zlib-ng at level 2 compresses our line protocol as well as zlib's fastest level (8.8x vs 8.3x) for
+# ~45 % less CPU (0.28 vs 0.51 us a value, bench/bench_gzip.py): after the encoding, the body's gzip is the
+# sink's biggest cost. Its format is gzip: the server sees no difference.
+_compress: Callable[[bytes, int], bytes] = gzip.compress
+GZIP_LIBRARY, DEFAULT_GZIP_LEVEL = "zlib", 1
+try:
+    from zlib_ng import gzip_ng  # type: ignore[import-untyped,unused-ignore]
+except ImportError:  # no wheel for this machine (32-bit ARM, pyproject.toml): the standard library's zlib
+    pass
+else:
+    _compress = gzip_ng.compress
+    GZIP_LIBRARY, DEFAULT_GZIP_LEVEL = "zlib-ng", 2
+
 DETAIL_MAX = 300  # server messages can echo a whole batch; keep logs readable
+
+
+def gzip_body(body: bytes, level: int | None = None) -> bytes:
+    """``body`` as gzip (RFC 1952), with zlib-ng where it is installed."""
+    return _compress(body, DEFAULT_GZIP_LEVEL if level is None else level)
 
 
 class InfluxDBSinkConfig(SinkConfig):
@@ -50,7 +68,12 @@ class InfluxDBSinkConfig(SinkConfig):
     token_file: SecretFile | None = Field(default=None, description="relative paths are under $CREDENTIALS_DIRECTORY")
     token_env: str | None = Field(default=None, description="name of the environment variable holding the token")
     gzip: bool = True
-    gzip_level: int = Field(default=1, ge=1, le=9, description="1: fastest (~13x on line protocol), 9: smallest (~19x)")
+    gzip_level: int | None = Field(
+        default=None,
+        ge=1,
+        le=9,
+        description="1: fastest, 9: smallest; default: 2 with zlib-ng (x86-64, arm64), 1 with the standard zlib",
+    )
     timeout: Duration = Field(default=10.0, gt=0, le=300)
     precision: Literal["ns"] = "ns"
     verify_ssl: bool = True
@@ -168,7 +191,7 @@ class InfluxDBSink(Sink):
         cfg = self.cfg
         encoding: dict[str, str] = {}  # the Content-Encoding header, as the service names it
         if cfg.gzip:
-            body = gzip.compress(body, compresslevel=cfg.gzip_level)
+            body = gzip_body(body, cfg.gzip_level)
             encoding["content_encoding"] = "gzip"
         try:
             await self._writes.post_write_async(  # type: ignore[no-untyped-call]
