@@ -52,6 +52,10 @@ _BEFORE_MARK: Final = "\x01"  # where a marked layout takes the tags that sort b
 _AFTER_MARK: Final = "\x02"  # and those after it
 _LP_MARKS: Final = (_TS_MARK, _BEFORE_MARK, _AFTER_MARK)
 _BAKED_MAX: Final = 256  # tag sets per layout with a template of their own (channels of a meter, phases)
+# Line protocol writes the device into every line, so its tag sets are per device: 100 meters x 13 channels of
+# one layout are 1,300. Baked, they cost ~3 kB each (4 MB there: the influxdb sink has no memory target
+# beside the mqtt one's), and save re-making the lines per frame, ~0.1-0.25 us a value at 100 x 500.
+_LP_BAKED_MAX: Final = 2048
 _LP_INVALID: Final = ""  # memo value of a layout line protocol cannot express
 # Entries remembered before a cache starts again: devices (base names, tag texts), or series for
 # one-value frames. Above the number of series a site has (bench_load: 100 x 500 = 50,000), so that
@@ -270,9 +274,9 @@ def _lp_tagged_template(fields: FrameFields, before: str, after: str) -> str | N
         if marked is None or any(mark in before or mark in after for mark in _LP_MARKS):
             return None
         hit = marked.replace(_BEFORE_MARK, _percent(before)).replace(_AFTER_MARK, _percent(after))
-        # Past the bound (e.g. 100 meters x 12 channels of one layout) the lines are made again per frame:
-        # two C passes over the text, ~0.1 us a value, where interleaving the tags cost ~0.4.
-        if len(baked) < _BAKED_MAX:
+        # Past the bound the lines are made again per frame: two C passes over the text, ~0.1 us a value,
+        # where interleaving the tags cost ~0.4.
+        if len(baked) < _LP_BAKED_MAX:
             baked[before, after] = hit
     return hit
 

@@ -139,11 +139,13 @@ def test_line_protocol_of_frames_equals_line_protocol_of_their_readings(batch: l
 def test_a_layout_with_more_tag_sets_than_baked_templates_encodes_them_all_alike() -> None:
     # Each tag set of a layout gets a template with its name suffix written in, up to a bound; past it the
     # suffix is interleaved with the values. Both roads give the per-reading bytes.
-    frames = [frame((1.5, 2, 3.25), device=f"m{i % 7}", tags=MappingProxyType({"ch": f"c{i:03d}"})) for i in range(300)]
+    frames = [
+        frame((1.5, 2, 3.25), device=f"m{i % 7}", tags=MappingProxyType({"ch": f"c{i:04d}"})) for i in range(2100)
+    ]
     assert new_senml(frames) == old_senml(frames)
     assert len(frames[0].fields.memo["senml:baked"]) == 256
     assert FrameLineProtocolEncoder().encode_frames(frames) == LineProtocolEncoder().encode(as_readings(frames))
-    assert len(frames[0].fields.memo["line_protocol:baked"]) == 256
+    assert len(frames[0].fields.memo["line_protocol:baked"]) == 2048  # its tag sets are per device: more
 
 
 @pytest.mark.parametrize(
