@@ -1,8 +1,11 @@
-"""Sample readings shared by the sink tests."""
+"""Sample readings shared by the sink tests, and the one-shot send they make of them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.model import Reading
+from gateway.sink import SendResult, Sink
 
 T0 = 1_714_557_600_000_000_000  # 2024-05-01T10:00:00Z
 
@@ -20,3 +23,12 @@ def reading(i: int = 0, **kw: object) -> Reading:
     }
     base.update(kw)
     return Reading(**base)  # type: ignore[arg-type]
+
+
+async def send_once(sink: Sink, batch: Sequence[Reading]) -> SendResult:
+    """Open the sink, send one batch, close it (also when the send raises)."""
+    await sink.open()
+    try:
+        return await sink.send(batch)
+    finally:
+        await sink.close()

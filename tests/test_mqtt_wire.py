@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.mqtt_wire import ConnectionLost, MqttProtocol, MqttPublisher, ProtocolError, Will
 from gateway.sink import Outcome
-from tests.sample import reading
+from tests.sample import reading, send_once
 from tests.servers import Mosquitto
 from tests.test_sink_mqtt import make_sink, subscribed
 
@@ -323,11 +323,7 @@ async def test_a_misbehaving_broker_is_retry_with_a_reason_then_the_next_send_re
 async def test_a_broker_that_never_acks_is_retry() -> None:
     async with RawBroker(silent) as broker:
         sink = make_sink("127.0.0.1", broker.port, status_topic="", timeout="0.3s")
-        await sink.open()
-        try:
-            result = await sink.send([reading(0)])
-        finally:
-            await sink.close()
+        result = await send_once(sink, [reading(0)])
     assert result.outcome is Outcome.RETRY
     assert "no acknowledgement from 127.0.0.1 within 0.3s" in result.detail
 
@@ -360,11 +356,7 @@ async def test_a_send_cancelled_while_connecting_leaves_no_connection_open() -> 
 async def test_connack_codes(code: int, outcome: Outcome, text: str) -> None:
     async with RawBroker(silent, connack=bytes((0x20, 2, 0, code))) as broker:
         sink = make_sink("127.0.0.1", broker.port, username="gw", password="not-logged-123")
-        await sink.open()
-        try:
-            result = await sink.send([reading(0)])
-        finally:
-            await sink.close()
+        result = await send_once(sink, [reading(0)])
     assert result.outcome is outcome
     assert f"{text} (CONNACK code {code})" in result.detail
     assert "not-logged-123" not in result.detail

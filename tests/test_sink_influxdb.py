@@ -22,7 +22,7 @@ from gateway.model import Quality
 from gateway.sink import Outcome
 from gateway.sinks import influxdb as influxdb_sink
 from gateway.sinks.influxdb import InfluxDBSink, InfluxDBSinkConfig, retry_after_seconds
-from tests.sample import T0, reading
+from tests.sample import T0, reading, send_once
 from tests.servers import VictoriaMetrics, free_port
 
 TOKEN = "s3cr3t-t0ken-do-not-log"
@@ -114,11 +114,7 @@ async def test_nothing_listening_is_retry() -> None:
 
 async def test_nan_is_rejected_so_the_core_can_dead_letter_it(victoria: VictoriaMetrics) -> None:
     sink = make_sink(victoria.url)
-    await sink.open()
-    try:
-        result = await sink.send([reading(0), reading(1, value=float("nan"))])
-    finally:
-        await sink.close()
+    result = await send_once(sink, [reading(0), reading(1, value=float("nan"))])
     assert result.outcome is Outcome.REJECTED
     assert "NaN" in result.detail
 
@@ -198,11 +194,7 @@ async def test_http_answers_are_classified(
     monkeypatch.setenv("INFLUX_TOKEN_T", TOKEN)
     raw_server.answer = answer
     sink = make_sink(f"http://127.0.0.1:{raw_server.port}", token_env="INFLUX_TOKEN_T", gzip=False)
-    await sink.open()
-    try:
-        result = await sink.send([reading(0), reading(1)])
-    finally:
-        await sink.close()
+    result = await send_once(sink, [reading(0), reading(1)])
     assert result.outcome is outcome
     assert result.retry_after_s == retry_after
     assert detail in result.detail
@@ -218,11 +210,7 @@ async def test_http_answers_are_classified(
 async def test_gzip_body_and_long_server_messages_are_truncated(raw_server: RawServer) -> None:
     raw_server.answer = Answer(400, b'{"message":"' + b"x" * 5000 + b'"}')
     sink = make_sink(f"http://127.0.0.1:{raw_server.port}", gzip=True)
-    await sink.open()
-    try:
-        result = await sink.send([reading(0)])
-    finally:
-        await sink.close()
+    result = await send_once(sink, [reading(0)])
     assert result.outcome is Outcome.REJECTED
     assert len(result.detail) < 400
     _, headers, body = raw_server.requests[0]
@@ -264,11 +252,7 @@ async def test_retry_after_as_http_date(raw_server: RawServer) -> None:
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
     raw_server.answer = Answer(429, b"", {"Retry-After": when})
     sink = make_sink(f"http://127.0.0.1:{raw_server.port}")
-    await sink.open()
-    try:
-        result = await sink.send([reading(0)])
-    finally:
-        await sink.close()
+    result = await send_once(sink, [reading(0)])
     assert result.outcome is Outcome.RETRY
     assert result.retry_after_s is not None and 25 < result.retry_after_s <= 30
 

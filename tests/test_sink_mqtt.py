@@ -19,7 +19,7 @@ from gateway.frame import Frame, FrameFields, as_readings
 from gateway.model import Quality
 from gateway.sink import Outcome
 from gateway.sinks.mqtt import MQTTSink, MQTTSinkConfig
-from tests.sample import T0, reading
+from tests.sample import T0, reading, send_once
 from tests.servers import Mosquitto, free_port, running
 
 
@@ -247,11 +247,7 @@ async def test_connection_cut_mid_batch_is_retry_and_resend_delivers_all(mosquit
 async def test_nothing_listening_is_retry_saying_connection_refused() -> None:
     port = free_port()
     sink = make_sink("127.0.0.1", port)
-    await sink.open()
-    try:
-        result = await sink.send([reading(0)])
-    finally:
-        await sink.close()
+    result = await send_once(sink, [reading(0)])
     assert result.outcome is Outcome.RETRY
     assert result.detail == f"cannot connect to 127.0.0.1:{port}: [Errno 111] Connection refused"
     assert sink.status()["connected"] is False
@@ -404,11 +400,7 @@ async def test_wrong_password_is_auth_and_never_logged(
     secret = tmp_path / "pw"
     secret.write_text("wrong-secret-xyz\n")
     sink = make_sink("127.0.0.1", secure_mosquitto.port, username="gw", password_file=str(secret))
-    await sink.open()
-    try:
-        result = await sink.send([reading(0)])
-    finally:
-        await sink.close()
+    result = await send_once(sink, [reading(0)])
     assert result.outcome is Outcome.AUTH
     assert "Not authorized" in result.detail
     assert "wrong-secret-xyz" not in caplog.text
@@ -448,11 +440,7 @@ def test_defaults_follow_the_mode_and_password_sources_are_exclusive() -> None:
 
 async def test_nan_is_rejected(mosquitto: Mosquitto) -> None:
     sink = make_sink(mosquitto.host, mosquitto.port)
-    await sink.open()
-    try:
-        result = await sink.send([reading(0), reading(1, value=float("inf"))])
-    finally:
-        await sink.close()
+    result = await send_once(sink, [reading(0), reading(1, value=float("inf"))])
     assert result.outcome is Outcome.REJECTED
 
 
