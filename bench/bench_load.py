@@ -32,6 +32,7 @@ a 20 s run vary from run to run on a shared machine (see the load column): use -
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -53,6 +54,13 @@ from tests.servers import Mosquitto, VictoriaMetrics, free_port
 
 HERE = Path(__file__).resolve().parent
 TICK_S = os.sysconf("SC_CLK_TCK")
+# How the daemon is started: ``gateway run`` as shipped, or the same on uvloop's event loop (asyncio.run takes
+# its loop from the policy). uvloop is not a dependency of the gateway: this measures what it would change.
+_UVLOOP_MAIN = (
+    "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+    "from gateway.cli import main; sys.exit(main())"
+)
+_LAUNCH = {"asyncio": ("-m", "gateway"), "uvloop": ("-c", _UVLOOP_MAIN)}
 
 
 @dataclass(frozen=True)
@@ -253,7 +261,7 @@ def run_scenario(
         started = time.time()
         env = {**os.environ, "PYTHONPATH": str(args.code)} if args.code else None
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(folder / "gateway.toml")],
+            [sys.executable, *_LAUNCH[args.event_loop], "run", "-c", str(folder / "gateway.toml")],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=args.code,
         )  # fmt: skip
         samples: list[Sample] = []
@@ -369,6 +377,10 @@ def main() -> int:
     ap.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     ap.add_argument("--stop-timeout", type=float, default=20.0, help="SIGKILL the daemon after this (default 20 s)")
     ap.add_argument("--pause", type=float, default=5.0, help="between two scenarios (default 5 s)")
+    ap.add_argument(
+        "--event-loop", choices=tuple(_LAUNCH), default="asyncio",
+        help="run the daemon on asyncio's loop (as shipped) or on uvloop's (an experiment: pip install uvloop)",
+    )  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, arrivals)")
     ap.add_argument(
         "--code", type=Path, default=None, help="run the daemon from this checkout (e.g. a git worktree of a release)"
@@ -377,6 +389,8 @@ def main() -> int:
     scenarios = [Scenario.parse(s.strip()) for s in args.scenarios.split(",") if s.strip()]
     if args.profile and not (Path(sys.executable).parent / "py-spy").exists():
         ap.error("--profile needs py-spy in this environment: .venv/bin/pip install py-spy")
+    if args.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        ap.error("--event-loop uvloop needs uvloop in this environment: .venv/bin/pip install uvloop")
     if args.seconds < args.warmup + 3:
         ap.error("--seconds must leave at least 3 s after --warmup")
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
@@ -385,7 +399,8 @@ def main() -> int:
         f"bench_load: sink {args.sink}{' senml qos 1' if args.sink == 'mqtt' else ' -> VictoriaMetrics'}, "
         f"{args.type} registers ({args.layout}), status page {'on' if args.web else 'off'}, {args.interval:g} s polls, "
         f"{args.seconds:g} s per scenario "
-        f"(warm-up {args.warmup:g} s), python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+        f"{'on uvloop ' if args.event_loop == 'uvloop' else ''}(warm-up {args.warmup:g} s), "
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}",
         flush=True,
     )

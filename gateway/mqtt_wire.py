@@ -42,6 +42,7 @@ import ssl
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 __all__ = [
     "ConnectRefused",
@@ -193,8 +194,8 @@ class MqttProtocol(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: other event loops' transports (uvloop's) are not subclasses.
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lose(f"connection lost ({exc})" if exc else "connection closed by the broker")
